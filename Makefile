@@ -1,0 +1,51 @@
+# Two commands do everything on a machine that has only python3: `make demo` and `make test`.
+# Each bootstraps .venv with uv (pip-installed into the venv when missing) from uv.lock.
+
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+RUN := $(VENV)/bin/
+SYNC_STAMP := $(VENV)/.synced
+EXTRAS := --extra s3 --extra parquet
+
+.PHONY: help venv demo test test-fast lint format bench airflow clean
+
+help:
+	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files)"
+	@echo "make test    - lint + the whole test suite"
+	@echo "make airflow - a local Airflow (UI, scheduler) wired to the sandbox"
+	@echo "make bench   - the performance benchmark"
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+$(SYNC_STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen $(EXTRAS) --quiet
+	@touch $@
+
+venv: $(SYNC_STAMP)
+
+lint: venv
+	$(RUN)ruff check .
+	$(RUN)ruff format --check .
+	$(RUN)mypy airflow_provider_lucca
+
+format: venv
+	$(RUN)ruff check --fix .
+	$(RUN)ruff format .
+
+test: lint
+	$(RUN)pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(RUN)python -m airflow_provider_lucca.demo
+
+bench: venv
+	$(RUN)python bench/run.py
+
+airflow: venv
+	$(RUN)python -m airflow_provider_lucca.devstack
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data/demo

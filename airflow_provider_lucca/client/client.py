@@ -1,0 +1,393 @@
+"""HTTP client for Lucca's v2 APIs: auth, timeouts, retries, pacing and cursor pagination.
+
+No Airflow import here: the client is used and tested on its own, and the hook only maps an
+Airflow connection to a :class:`ClientConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+
+from airflow_provider_lucca import __version__
+from airflow_provider_lucca.client.config import ClientConfig
+from airflow_provider_lucca.client.errors import (
+    LuccaAPIError,
+    LuccaAuthError,
+    LuccaNotFoundError,
+    LuccaRateLimitError,
+    LuccaRedirectError,
+    LuccaRequestError,
+    LuccaResponseError,
+    LuccaRetriesExhaustedError,
+    LuccaServerError,
+)
+from airflow_provider_lucca.client.pacing import RequestPacer
+from airflow_provider_lucca.client.query import QueryParams, realized_trainings_params
+from airflow_provider_lucca.client.retry import parse_retry_after
+
+REALIZED_TRAININGS_PATH = "/talent-training/api/v2/realized-trainings"
+BODY_EXCERPT_CHARS = 200
+
+JsonObject = dict[str, Any]
+
+
+class Logger(Protocol):
+    """The part of a logger the client uses: stdlib and Airflow's structlog loggers both fit."""
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, exactly as the API sent its items.
+
+    :param count: the total the server reports for the whole request (all pages), when asked.
+    """
+
+    number: int
+    items: list[JsonObject]
+    next_cursor: str | None
+    count: int | None
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for task summaries and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    pacing_wait_seconds: float = 0.0
+    retry_wait_seconds: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+class LuccaClient:
+    """A keep-alive session bound to one Lucca account.
+
+    :param sleep: injectable so tests assert waits without waiting.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        logger: Logger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.log: Logger = logger or logging.getLogger(__name__)
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._pacer = RequestPacer(config.requests_per_minute, clock=clock, sleep=sleep)
+        self.session = requests.Session()
+        # Proxies and .netrc from the environment must not see or replace our Authorization header.
+        self.session.trust_env = False
+        self.session.headers.update(
+            {
+                "Accept": "application/json",
+                "User-Agent": f"airflow-provider-lucca/{__version__} "
+                f"python-requests/{requests.__version__}",
+            }
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> LuccaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- single requests -------------------------------------------------------------------------
+
+    def get_json(self, path: str, params: QueryParams) -> JsonObject:
+        """GET ``path`` with retries; return the decoded JSON object of a 2xx answer."""
+        if not path.startswith("/") or "://" in path:
+            raise ValueError(f"path must be a path on the account host, got {path!r}")
+        policy = self.config.retry
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.pacing_wait_seconds += self._pacer.wait()
+            self.stats.requests += 1
+            try:
+                response = self._send(path, params)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure: LuccaAPIError | None = None
+                reason = f"{type(exc).__name__}"
+                retry_after = None
+                cause: BaseException = exc
+            else:
+                self.stats.statuses[response.status_code] = (
+                    self.stats.statuses.get(response.status_code, 0) + 1
+                )
+                if 200 <= response.status_code < 300:
+                    return self._decode(response, path)
+                failure = _classify(response, path)
+                response.close()
+                if response.status_code not in policy.retryable_statuses:
+                    raise failure
+                reason = f"HTTP {response.status_code}"
+                retry_after = failure.retry_after
+                cause = failure
+
+            if retry_after is not None and retry_after > policy.retry_after_cap:
+                raise LuccaRateLimitError(
+                    f"GET {path}: the server asked to retry after {retry_after:.0f} s, above the "
+                    f"cap of {policy.retry_after_cap:.0f} s (RetryPolicy.retry_after_cap); "
+                    "failing now rather than sleeping. The tenant's rate budget is probably used "
+                    "by another integration.",
+                    status=failure.status if failure else None,
+                    path=path,
+                    retry_after=retry_after,
+                ) from cause
+            wait = retry_after if retry_after is not None else policy.backoff(attempt, self._rng)
+            elapsed = self._clock() - started
+            if attempt >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
+                budget = (
+                    f"{attempt} attempts"
+                    if attempt >= policy.max_attempts
+                    else f"the {policy.max_total_seconds:.0f} s time budget"
+                )
+                raise LuccaRetriesExhaustedError(
+                    f"GET {path} failed after {attempt} attempts in {elapsed:.1f} s "
+                    f"({budget} spent); last failure: {reason}"
+                    + (f" ({failure})" if failure else f": {cause}"),
+                    attempts=attempt,
+                    status=failure.status if failure else None,
+                    path=path,
+                    title=failure.title if failure else None,
+                    detail=failure.detail if failure else None,
+                ) from cause
+            self.log.warning(
+                "Lucca GET %s: %s on attempt %d/%d, retrying in %.1f s%s",
+                path,
+                reason,
+                attempt,
+                policy.max_attempts,
+                wait,
+                " (Retry-After)" if retry_after is not None else "",
+            )
+            self.stats.retries += 1
+            self.stats.retry_wait_seconds += wait
+            if wait > 0:
+                self._sleep(wait)
+
+    def _send(self, path: str, params: QueryParams) -> requests.Response:
+        timeout = (min(10.0, self.config.timeout), self.config.timeout)
+        response = self.session.get(
+            self.config.base_url + path,
+            params=params,
+            headers={"Authorization": f"lucca application={self.config.api_key}"},
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+        # Read the whole body inside the retry loop, so a connection dropped mid-body is retried.
+        response._content = self._read_body(response, path)
+        return response
+
+    def _read_body(self, response: requests.Response, path: str) -> bytes:
+        limit = self.config.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response.close()
+            raise LuccaResponseError(
+                f"GET {path}: the answer announces {int(declared)} bytes, more than the "
+                f"{limit} accepted for one page; refusing to read it."
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise LuccaResponseError(
+                    f"GET {path}: the answer is larger than the {limit} bytes accepted for one "
+                    "page; refusing to read it."
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decode(self, response: requests.Response, path: str) -> JsonObject:
+        try:
+            body = json.loads(response.content)
+        except ValueError as exc:
+            raise LuccaResponseError(
+                f"GET {path}: HTTP {response.status_code} but the body is not JSON "
+                f"(Content-Type {response.headers.get('Content-Type', 'missing')!r}): "
+                f"{_excerpt(response)!r}"
+            ) from exc
+        if not isinstance(body, dict):
+            raise LuccaResponseError(
+                f"GET {path}: expected a JSON object, got {type(body).__name__}: "
+                f"{_excerpt(response)!r}"
+            )
+        return body
+
+    # -- pagination --------------------------------------------------------------------------------
+
+    def paginate(self, path: str, params: QueryParams) -> Iterator[Page]:
+        """Yield the pages of a v2 listing as they arrive, following ``next`` cursors.
+
+        Asks for ``next`` and ``count`` in the same request as the items (no separate count call)
+        and stops on a null ``next`` (no trailing empty page). A cursor is opaque: it is sent back
+        as ``page=<cursor>`` on the same host and path, never used as a URL. A repeated cursor is
+        a server bug that would otherwise loop forever, so it fails the extraction.
+        """
+        limit = self.config.page_size
+        base = [(k, v) for k, v in params if k not in ("fields.root", "limit", "page")]
+        base += [("fields.root", "next,count"), ("limit", str(limit))]
+        seen: set[str] = set()
+        cursor: str | None = None
+        number = 0
+        while True:
+            query = base if cursor is None else [*base, ("page", cursor)]
+            body = self.get_json(path, query)
+            number += 1
+            page = _parse_page(body, number=number, limit=limit, path=path)
+            yield page
+            if page.next_cursor is None:
+                return
+            if page.next_cursor in seen:
+                raise LuccaResponseError(
+                    f"GET {path}: page {number} returned a cursor already followed "
+                    f"({page.next_cursor[:40]!r}); stopping instead of looping forever."
+                )
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+
+    def iter_realized_trainings(
+        self,
+        *,
+        owner_ids: object = None,
+        has_attended: object = None,
+        session_end_on_after: object = None,
+        session_end_on_before: object = None,
+        training_ids: object = None,
+    ) -> Iterator[Page]:
+        """Pages of ``GET /talent-training/api/v2/realized-trainings``.
+
+        Filters are passed to the API exactly as given (the caller owns the meaning of the date
+        bounds, which Lucca does not document for v2). Arguments are validated eagerly, so a bad
+        one raises here, before the first request, not on the first ``next()``.
+        """
+        params = realized_trainings_params(
+            owner_ids=owner_ids,
+            has_attended=has_attended,
+            session_end_on_after=session_end_on_after,
+            session_end_on_before=session_end_on_before,
+            training_ids=training_ids,
+        )
+        return self.paginate(REALIZED_TRAININGS_PATH, params)
+
+    def check(self) -> int | None:
+        """One cheap request (``limit=1``) that proves host, key and rights; returns the count."""
+        body = self.get_json(REALIZED_TRAININGS_PATH, [("fields.root", "count"), ("limit", "1")])
+        return _parse_page(body, number=1, limit=1, path=REALIZED_TRAININGS_PATH).count
+
+
+def _parse_page(body: JsonObject, *, number: int, limit: int, path: str) -> Page:
+    where = f"GET {path} page {number}"
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise LuccaResponseError(
+            f"{where}: 'items' is {'missing' if items is None else type(items).__name__}, "
+            "expected a list of records."
+        )
+    if len(items) > limit:
+        raise LuccaResponseError(f"{where}: {len(items)} items for limit={limit}.")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise LuccaResponseError(
+                f"{where}: item {index} is {type(item).__name__}, expected an object."
+            )
+    next_cursor = body.get("next")
+    if next_cursor is not None and (not isinstance(next_cursor, str) or not next_cursor):
+        raise LuccaResponseError(
+            f"{where}: 'next' is {next_cursor!r}, expected a cursor string or null."
+        )
+    count = body.get("count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise LuccaResponseError(f"{where}: 'count' is {count!r}, expected an integer >= 0.")
+    return Page(number=number, items=items, next_cursor=next_cursor, count=count)
+
+
+_ERROR_KINDS: dict[int, type[LuccaAPIError]] = {
+    401: LuccaAuthError,
+    403: LuccaAuthError,
+    404: LuccaNotFoundError,
+    429: LuccaRateLimitError,
+}
+
+_HINTS = {
+    401: "the API key is wrong or revoked",
+    403: "the API key's role has no rights to this data; grant it in Lucca's API keys admin",
+    404: "check the account URL",
+    429: "the tenant's rate limit is reached",
+}
+
+
+def _classify(response: requests.Response, path: str) -> LuccaAPIError:
+    """Turn an error answer into a typed exception, before any retry decision is made."""
+    status = response.status_code
+    title = detail = None
+    excerpt = None
+    try:
+        problem = json.loads(response.content)
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict) and ("title" in problem or "detail" in problem):
+        title = _short(problem.get("title"))
+        detail = _short(problem.get("detail"))
+    else:
+        excerpt = _excerpt(response)
+    if 300 <= status < 400:
+        location = response.headers.get("Location", "")
+        return LuccaRedirectError(
+            f"GET {path} -> HTTP {status} redirect to {location[:120]!r}: not followed, so the API "
+            "key never leaves the configured host. Check the account URL (https, exact host).",
+            status=status,
+            path=path,
+        )
+    kind = _ERROR_KINDS.get(status) or (
+        LuccaServerError if status >= 500 or status == 408 else LuccaRequestError
+    )
+    explanation = "; ".join(part for part in (title, detail) if part) or (
+        f"body: {excerpt!r}" if excerpt else "empty body"
+    )
+    hint = f" ({_HINTS[status]})" if status in _HINTS else ""
+    return kind(
+        f"GET {path} -> HTTP {status} {response.reason or ''}".rstrip() + f"{hint}: {explanation}",
+        status=status,
+        path=path,
+        title=title,
+        detail=detail,
+        body_excerpt=excerpt,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _short(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= BODY_EXCERPT_CHARS else text[: BODY_EXCERPT_CHARS - 3] + "..."
+
+
+def _excerpt(response: requests.Response) -> str:
+    return response.content[:BODY_EXCERPT_CHARS].decode("utf-8", "replace").strip()

@@ -1,0 +1,78 @@
+"""Typed errors, classified at the HTTP boundary so callers and retry logic never parse strings."""
+
+from __future__ import annotations
+
+
+class LuccaError(Exception):
+    """Base class of every error raised by this provider."""
+
+
+class LuccaConfigError(LuccaError, ValueError):
+    """A parameter or connection setting is invalid; raised before any request is sent."""
+
+
+class LuccaAPIError(LuccaError):
+    """Lucca answered with an HTTP status that is an error for this request.
+
+    Carries what a person needs to act: the status, the request path (never the query, which may
+    hold long cursors, and never the key), and the problem+json ``title``/``detail`` when the body
+    has them, or a short excerpt of the body otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        path: str = "",
+        title: str | None = None,
+        detail: str | None = None,
+        body_excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.path = path
+        self.title = title
+        self.detail = detail
+        self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
+
+
+class LuccaAuthError(LuccaAPIError):
+    """401 (the API key is wrong or revoked) or 403 (the key's role lacks rights to the data)."""
+
+
+class LuccaNotFoundError(LuccaAPIError):
+    """404: the path does not exist on this host (wrong account URL or API version)."""
+
+
+class LuccaRequestError(LuccaAPIError):
+    """A 4xx other than auth and rate limits: the request itself is wrong and will not improve."""
+
+
+class LuccaRateLimitError(LuccaAPIError):
+    """429 that could not be waited out (Retry-After above the cap, or the retry budget spent)."""
+
+
+class LuccaServerError(LuccaAPIError):
+    """5xx, or 408, that outlasted the retry budget."""
+
+
+class LuccaRedirectError(LuccaAPIError):
+    """A 3xx answer. Redirects are never followed, so the key never travels to another host."""
+
+
+class LuccaRetriesExhaustedError(LuccaAPIError):
+    """The retry budget (attempts or total time) ran out on retryable failures."""
+
+    def __init__(self, message: str, *, attempts: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.attempts = attempts
+
+
+class LuccaResponseError(LuccaError):
+    """A 2xx answer whose body breaks the contract (not JSON, wrong shape, repeating cursor...).
+
+    Data from such an answer must never be committed: the extraction stops here.
+    """
