@@ -42,6 +42,8 @@ JsonObject = dict[str, Any]
 class Logger(Protocol):
     """The part of a logger the client uses: stdlib and Airflow's structlog loggers both fit."""
 
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
@@ -126,7 +128,11 @@ class LuccaClient:
             self.stats.requests += 1
             try:
                 response = self._send(path, params)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body
+            ) as exc:
                 failure: LuccaAPIError | None = None
                 reason = f"{type(exc).__name__}"
                 retry_after = None
@@ -225,7 +231,7 @@ class LuccaClient:
 
     def _decode(self, response: requests.Response, path: str) -> JsonObject:
         try:
-            body = json.loads(response.content)
+            body = json.loads(response.content, parse_constant=_reject_constant)
         except ValueError as exc:
             raise LuccaResponseError(
                 f"GET {path}: HTTP {response.status_code} but the body is not JSON "
@@ -380,6 +386,11 @@ def _classify(response: requests.Response, path: str) -> LuccaAPIError:
         body_excerpt=excerpt,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
+
+
+def _reject_constant(name: str) -> object:
+    """NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _short(value: object) -> str | None:

@@ -58,7 +58,7 @@ def validate_date(name: str, value: object) -> date | None:
         return date(value.year, value.month, value.day)
     if isinstance(value, str):
         try:
-            if len(value) == 10:
+            if len(value) == 10 and value[4] == value[7] == "-":  # not ISO week dates
                 return date.fromisoformat(value)
         except ValueError:
             pass

@@ -1,0 +1,240 @@
+"""RealizedTrainingsOperator: a date window of Lucca realized trainings into daily partitions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+
+from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.client.query import validate_bool, validate_ids
+from airflow_provider_lucca.extraction.formats import get_format
+from airflow_provider_lucca.extraction.realized_trainings import (
+    ExtractionRequest,
+    extract_realized_trainings,
+)
+from airflow_provider_lucca.extraction.window import DateWindow
+from airflow_provider_lucca.hooks.lucca import LuccaHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class RealizedTrainingsOperator(BaseOperator):
+    """Extract Lucca's realized trainings of a date window into ``session_end_on=`` partitions.
+
+    Each run replaces every partition of its window (plus lookback) through a manifest commit, so
+    re-runs and backfills are idempotent; see the README for the layout and manifest schema.
+
+    :param output_path: dataset root for ``ObjectStoragePath``, e.g.
+        ``s3://aws_default@lake/lucca/realized_trainings`` or ``file:///data/lucca/realized``.
+        (templated)
+    :param lucca_conn_id: the ``lucca`` connection. (templated)
+    :param session_end_from: first day of the window on ``sessionEndsOn``, included; a date or
+        ``YYYY-MM-DD``. Omit both bounds to use the run's data interval, in the DAG's timezone.
+        (templated)
+    :param session_end_until: day after the window, excluded. (templated)
+    :param owner_ids: employee ids to keep (list, JSON list or comma list). (templated)
+    :param has_attended: True / False to filter on attendance, None for all. (templated)
+    :param training_ids: training ids to keep. (templated)
+    :param lookback_days: also refresh the N days before the window, where late CSV imports land.
+    :param file_format: ``"jsonl"`` (gzip JSON lines, records as received) or ``"parquet"``
+        (typed columns; needs the ``parquet`` extra).
+    :param fail_on_count_mismatch: fail when the records received differ from the API's count.
+    """
+
+    template_fields: Sequence[str] = (
+        "output_path",
+        "lucca_conn_id",
+        "session_end_from",
+        "session_end_until",
+        "owner_ids",
+        "has_attended",
+        "training_ids",
+    )
+    ui_color = "#ffe6d5"
+
+    def __init__(
+        self,
+        *,
+        output_path: str,
+        lucca_conn_id: str = LuccaHook.default_conn_name,
+        session_end_from: str | date | None = None,
+        session_end_until: str | date | None = None,
+        owner_ids: Sequence[int] | str | None = None,
+        has_attended: bool | str | None = None,
+        training_ids: Sequence[int] | str | None = None,
+        lookback_days: int = 0,
+        file_format: str = "jsonl",
+        fail_on_count_mismatch: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if (
+            "outlets" not in kwargs
+            and isinstance(output_path, str)
+            and not _is_template(output_path)
+        ):
+            kwargs["outlets"] = [Asset(asset_uri(output_path))]
+        super().__init__(**kwargs)
+        self.output_path = output_path
+        self.lucca_conn_id = lucca_conn_id
+        self.session_end_from = session_end_from
+        self.session_end_until = session_end_until
+        self.owner_ids = owner_ids
+        self.has_attended = has_attended
+        self.training_ids = training_ids
+        self.lookback_days = lookback_days
+        self.file_format = file_format
+        self.fail_on_count_mismatch = fail_on_count_mismatch
+        # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
+        # checked now, the rest again after rendering.
+        if (
+            not isinstance(lookback_days, int)
+            or isinstance(lookback_days, bool)
+            or lookback_days < 0
+        ):
+            raise LuccaConfigError(
+                f"Invalid lookback_days={lookback_days!r}: expected an integer >= 0."
+            )
+        if file_format not in ("jsonl", "parquet"):
+            raise LuccaConfigError(
+                f"Invalid file_format={file_format!r}: expected 'jsonl' or 'parquet'."
+            )
+        self._validate(rendered=False)
+
+    @cached_property
+    def hook(self) -> LuccaHook:
+        return LuccaHook(lucca_conn_id=self.lucca_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        request = self._validate(rendered=True, context=context)
+        get_format(self.file_format)  # a missing pyarrow fails here, before any request
+        output = ObjectStoragePath(_storage_url(self.output_path))
+        self.log.info(
+            "Extracting realized trainings %s (lookback %d days) to %s as %s",
+            request.window,
+            request.lookback_days,
+            output,
+            self.file_format,
+        )
+        return extract_realized_trainings(
+            self.hook.client, request, output, log=self.log, run_id=context.get("run_id")
+        )
+
+    def _validate(self, *, rendered: bool, context: Context | None = None) -> ExtractionRequest:
+        """Check every parameter; before rendering, those holding Jinja are left for later."""
+
+        def ready(value: object) -> bool:
+            return rendered or not _is_template(value)
+
+        if ready(self.output_path):
+            _storage_url(self.output_path)
+        owner_ids = parse_ids("owner_ids", self.owner_ids) if ready(self.owner_ids) else None
+        training_ids = (
+            parse_ids("training_ids", self.training_ids) if ready(self.training_ids) else None
+        )
+        has_attended = (
+            parse_bool("has_attended", self.has_attended) if ready(self.has_attended) else None
+        )
+        bounds = (self.session_end_from, self.session_end_until)
+        if all(bound in (None, "") for bound in bounds):
+            window = _window_from_context(context) if context is not None else None
+        elif any(bound in (None, "") for bound in bounds):
+            raise LuccaConfigError(
+                "Set both session_end_from and session_end_until, or neither to use the run's "
+                f"data interval (got {bounds[0]!r} and {bounds[1]!r})."
+            )
+        elif ready(bounds[0]) and ready(bounds[1]):
+            window = DateWindow.parse(*bounds)
+        else:
+            window = None
+        if window is None:
+            return None  # type: ignore[return-value]  # only before rendering
+        return ExtractionRequest(
+            window=window,
+            lookback_days=self.lookback_days,
+            owner_ids=owner_ids,
+            has_attended=has_attended,
+            training_ids=training_ids,
+            file_format=self.file_format,
+            fail_on_count_mismatch=self.fail_on_count_mismatch,
+        )
+
+
+def _window_from_context(context: Context) -> DateWindow:
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if start is None or end is None:
+        raise LuccaConfigError(
+            "This run has no data interval: pass session_end_from / session_end_until, or "
+            "schedule the DAG with a data-interval timetable."
+        )
+    return DateWindow.from_data_interval(start, end, context["dag"].timezone)
+
+
+def parse_ids(name: str, value: object) -> tuple[int, ...] | None:
+    """Ids from a list, or from the text a template renders: ``[416, 23]`` or ``416,23``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None", "null", "[]"):
+            return None
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise LuccaConfigError(
+                    f"Invalid {name}={text!r}: expected a JSON list of ids like [416, 23]."
+                ) from None
+        else:
+            parts = [part.strip() for part in text.split(",")]
+            if not all(part.isdigit() for part in parts):
+                raise LuccaConfigError(
+                    f"Invalid {name}={text!r}: expected ids like '416,23' or [416, 23]."
+                )
+            value = [int(part) for part in parts]
+    return validate_ids(name, value)
+
+
+def parse_bool(name: str, value: object) -> bool | None:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none", "null"):
+            return None
+        if text in ("true", "false"):
+            return text == "true"
+        raise LuccaConfigError(f"Invalid {name}={value!r}: expected true, false or empty.")
+    return validate_bool(name, value)
+
+
+def _is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _storage_url(output_path: object) -> str:
+    """The ``ObjectStoragePath`` URL of ``output_path``; an absolute local path becomes file://."""
+    if not isinstance(output_path, str) or not output_path.strip():
+        raise LuccaConfigError(
+            f"Invalid output_path={output_path!r}: expected a URL such as "
+            "s3://aws_default@bucket/lucca/realized_trainings or file:///data/lucca."
+        )
+    text = output_path.strip().rstrip("/")
+    if text.startswith("/"):
+        return "file://" + text
+    parts = urlsplit(text)
+    if not parts.scheme or (parts.scheme == "file" and not parts.path.startswith("/")):
+        raise LuccaConfigError(
+            f"Invalid output_path={output_path!r}: expected a URL with a scheme (s3://, gs://, "
+            "abfs://, file:///absolute/path) or an absolute local path."
+        )
+    return text
+
+
+def asset_uri(output_path: str) -> str:
+    """The dataset's Asset URI: the storage URL without the connection id (``s3://conn@b/k``)."""
+    parts = urlsplit(_storage_url(output_path))
+    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
