@@ -39,13 +39,13 @@ test: lint
 	$(RUN)pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(RUN)python -m airflow_provider_lucca.demo
+	$(RUN)python scripts/demo.py
 
 bench: venv
 	$(RUN)python bench/run.py
 
 airflow: venv
-	$(RUN)python -m airflow_provider_lucca.devstack
+	$(RUN)python scripts/airflow_stack.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data/demo

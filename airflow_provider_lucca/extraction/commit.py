@@ -104,6 +104,7 @@ def write_whole(path: Any, data: bytes, local: bool) -> None:
     if not local:
         path.write_bytes(data)
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.tmp"
     temporary.write_bytes(data)
     os.replace(temporary.path, path.path)

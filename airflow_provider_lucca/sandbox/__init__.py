@@ -1,0 +1,29 @@
+"""Lucca sandbox: a local, deterministic emulator of the realized-trainings v2 endpoint.
+
+It lets the provider be developed, tested, demoed and benchmarked without a Lucca tenant,
+including the failure modes a tenant produces (rate limits, gateway errors, dropped
+connections). Standard library only, so importing it never pulls Airflow in.
+
+Run it with ``python -m airflow_provider_lucca.sandbox`` (or ``lucca-sandbox``), or in-process::
+
+    with SandboxServer(SandboxConfig(records=500)) as server:
+        requests.get(server.url + API_PATH, headers={"Authorization": "lucca application=..."})
+"""
+
+from __future__ import annotations
+
+from .data import TRAINING_CATALOGUE, generate_records
+from .faults import FAULT_KINDS, FaultSchedule
+from .server import API_PATH, BOUNDS, RateLimiter, SandboxConfig, SandboxServer
+
+__all__ = [
+    "API_PATH",
+    "BOUNDS",
+    "FAULT_KINDS",
+    "TRAINING_CATALOGUE",
+    "FaultSchedule",
+    "RateLimiter",
+    "SandboxConfig",
+    "SandboxServer",
+    "generate_records",
+]

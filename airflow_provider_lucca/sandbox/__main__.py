@@ -1,0 +1,248 @@
+"""Command line entry point of the Lucca sandbox (``lucca-sandbox`` / ``python -m ...``).
+
+Used by the demo, the benchmark and docker-compose, so it behaves like a well-mannered
+service: one readiness line on stdout, an optional port file written atomically for
+callers that asked for a random port (``--port 0``), and a clean exit (code 0) on SIGTERM
+or SIGINT so containers and test harnesses can stop it without noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+from datetime import date
+from types import FrameType
+
+from .faults import FaultSchedule, parse_fault_kinds, parse_fault_spec
+from .server import BOUNDS, SandboxConfig, SandboxServer
+
+DEFAULT_API_KEY = "sandbox-api-key"
+
+
+def _date(text: str) -> date:
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _fault_spec(text: str) -> dict[int, str]:
+    try:
+        return parse_fault_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _fault_kinds(text: str) -> tuple[str, ...]:
+    try:
+        return parse_fault_kinds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI flags; kept separate so tests and docs can introspect them."""
+    parser = argparse.ArgumentParser(
+        prog="lucca-sandbox",
+        description="Local emulator of Lucca GET /talent-training/api/v2/realized-trainings.",
+    )
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    net.add_argument(
+        "--port", type=_port, default=8089, help="bind port (default 8089; 0 = any free port)"
+    )
+    net.add_argument(
+        "--port-file", metavar="PATH", help="write the bound port to PATH once listening"
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--seed", type=int, default=42, help="dataset seed (default 42)")
+    data.add_argument(
+        "--records", type=_non_negative_int, default=2000, help="dataset size (default 2000)"
+    )
+    data.add_argument(
+        "--start", type=_date, default=date(2025, 1, 1), help="first sessionEndsOn (2025-01-01)"
+    )
+    data.add_argument(
+        "--end", type=_date, default=date(2025, 12, 31), help="last sessionEndsOn (2025-12-31)"
+    )
+    api = parser.add_argument_group("API behaviour")
+    api.add_argument(
+        "--api-key",
+        default=os.environ.get("LUCCA_SANDBOX_API_KEY") or DEFAULT_API_KEY,
+        help="expected API key (default: $LUCCA_SANDBOX_API_KEY or sandbox-api-key)",
+    )
+    api.add_argument(
+        "--bounds",
+        choices=BOUNDS,
+        default="exclusive",
+        help="reading of sessionEndOnAfter/Before (default exclusive)",
+    )
+    api.add_argument(
+        "--requests-per-minute",
+        type=_non_negative_int,
+        default=0,
+        help="tenant rate limit over a sliding 60 s window (default 0 = off)",
+    )
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument(
+        "--faults",
+        type=_fault_spec,
+        default={},
+        metavar="N:KIND,...",
+        help="faults by 1-based API request number, e.g. 3:503,5:drop",
+    )
+    faults.add_argument(
+        "--fault-rate", type=_rate, default=0.0, help="probability of a random fault (0..1)"
+    )
+    faults.add_argument(
+        "--fault-kinds",
+        type=_fault_kinds,
+        default=(),
+        metavar="KIND,...",
+        help="kinds drawn by --fault-rate, e.g. 503,429",
+    )
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of the random faults")
+    faults.add_argument(
+        "--slow-seconds", type=_seconds, default=3.0, help="delay of the 'slow' fault (3.0)"
+    )
+    faults.add_argument(
+        "--redirect-url", type=_url, default=None, help="target of the 'redirect' fault"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def _write_port_file(path: str, port: int) -> None:
+    """Write atomically so a poller never reads a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".lucca-sandbox-port-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sandbox until SIGTERM/SIGINT; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.start > args.end:
+        parser.error("argument --end: must be on or after --start")
+    if args.fault_rate > 0 and not args.fault_kinds:
+        parser.error("argument --fault-kinds: required when --fault-rate is above 0")
+
+    schedule: FaultSchedule | None = None
+    if args.faults or args.fault_rate > 0:
+        schedule = FaultSchedule(
+            at=args.faults, rate=args.fault_rate, kinds=args.fault_kinds, seed=args.fault_seed
+        )
+    try:
+        config = SandboxConfig(
+            seed=args.seed,
+            records=args.records,
+            start=args.start,
+            end=args.end,
+            api_key=args.api_key,
+            bounds=args.bounds,
+            requests_per_minute=args.requests_per_minute,
+            faults=schedule,
+            slow_seconds=args.slow_seconds,
+            redirect_url=args.redirect_url,
+            host=args.host,
+            port=args.port,
+            verbose=args.verbose,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {
+        signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    server = SandboxServer(config)
+    try:
+        try:
+            server.start()
+        except OSError as error:
+            print(
+                f"lucca-sandbox: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr
+            )
+            return 1
+        if args.port_file:
+            _write_port_file(args.port_file, server.port)
+        host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
+        print(
+            f"Lucca sandbox listening on http://{host}:{server.port} "
+            f"({len(server.records)} records, bounds={config.bounds})",
+            flush=True,
+        )
+        # Short waits keep the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

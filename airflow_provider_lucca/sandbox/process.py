@@ -1,0 +1,94 @@
+"""Run the sandbox in its own process, for the demo, the local Airflow stack and benchmarks.
+
+A separate process keeps the emulator's CPU off the measured client's interpreter, and it is the
+same command docker-compose runs. The caller gets a URL once the server listens, and the process
+is stopped by PID on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from types import TracebackType
+from typing import Any
+
+READY_TIMEOUT = 60.0
+
+
+class SandboxProcess:
+    """``python -m airflow_provider_lucca.sandbox --port 0 ...`` on loopback.
+
+    :param args: extra command-line flags (``["--records", "5000"]``).
+    :param log_path: where the sandbox's output goes (default: discarded).
+    """
+
+    def __init__(self, args: list[str] | None = None, *, log_path: str | None = None) -> None:
+        self.args = list(args or [])
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> SandboxProcess:
+        with tempfile.TemporaryDirectory(prefix="lucca-sandbox-") as workdir:
+            port_file = os.path.join(workdir, "port")
+            command = [sys.executable, "-m", "airflow_provider_lucca.sandbox"]
+            command += ["--host", "127.0.0.1", "--port", "0", "--port-file", port_file, *self.args]
+            with open(self.log_path or os.devnull, "ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not os.path.exists(port_file):
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"The sandbox exited with code {self.process.returncode} before listening"
+                        + (f"; see {self.log_path}" if self.log_path else "")
+                    )
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"The sandbox did not listen within {READY_TIMEOUT:.0f} s")
+                time.sleep(0.05)
+            with open(port_file) as handle:
+                self.url = f"http://127.0.0.1:{int(handle.read().strip())}"
+        return self
+
+    def admin(self, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call ``/_sandbox/<name>`` (GET, or POST with a JSON payload)."""
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_sandbox/{name}",
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
+
+    def stats(self) -> dict[str, Any]:
+        return self.admin("stats")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> SandboxProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

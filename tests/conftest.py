@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated AIRFLOW_HOME, the Lucca sandbox, a moto S3 server, connections.
+
+AIRFLOW_HOME is set before anything imports Airflow, so no test touches ~/airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_HOME = tempfile.mkdtemp(prefix="lucca-tests-airflow-")
+os.environ["AIRFLOW_HOME"] = _HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
+
+import pytest  # noqa: E402
+
+from airflow_provider_lucca.sandbox import SandboxConfig, SandboxServer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX_KEY = "sandbox-api-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lucca_conn_json(url: str, key: str = SANDBOX_KEY, **extra: object) -> str:
+    return json.dumps(
+        {
+            "conn_type": "lucca",
+            "host": url,
+            "password": key,
+            "extra": {"requests_per_minute": 0, **extra},
+        }
+    )
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A fresh sandbox (2,000 records over 2025, exclusive bounds) on a free loopback port."""
+    with SandboxServer(SandboxConfig(records=2000)) as server:
+        yield server
+
+
+@pytest.fixture
+def lucca_conn(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """``lucca_default`` points at the sandbox, unpaced."""
+    monkeypatch.setenv("AIRFLOW_CONN_LUCCA_DEFAULT", lucca_conn_json(sandbox.url))
+    return sandbox
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """A real S3 API over HTTP (moto's server) on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket, reachable through the Airflow connection ``aws_local``; yields its name."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_LOCAL",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "test",
+                "password": "test",
+                "extra": {"endpoint_url": moto_s3, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    name = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
