@@ -143,7 +143,7 @@ class LuccaClient:
                 )
                 if 200 <= response.status_code < 300:
                     return self._decode(response, path)
-                failure = _classify(response, path)
+                failure = _classify(response, path, secret=self.config.api_key)
                 response.close()
                 if response.status_code not in policy.retryable_statuses:
                     raise failure
@@ -172,7 +172,7 @@ class LuccaClient:
                 raise LuccaRetriesExhaustedError(
                     f"GET {path} failed after {attempt} attempts in {elapsed:.1f} s "
                     f"({budget} spent); last failure: {reason}"
-                    + (f" ({failure})" if failure else f": {cause}"),
+                    + (f" ({failure})" if failure else f": {str(cause)[:300]}"),
                     attempts=attempt,
                     status=failure.status if failure else None,
                     path=path,
@@ -236,12 +236,12 @@ class LuccaClient:
             raise LuccaResponseError(
                 f"GET {path}: HTTP {response.status_code} but the body is not JSON "
                 f"(Content-Type {response.headers.get('Content-Type', 'missing')!r}): "
-                f"{_excerpt(response)!r}"
+                f"{_excerpt(response, self.config.api_key)!r}"
             ) from exc
         if not isinstance(body, dict):
             raise LuccaResponseError(
                 f"GET {path}: expected a JSON object, got {type(body).__name__}: "
-                f"{_excerpt(response)!r}"
+                f"{_excerpt(response, self.config.api_key)!r}"
             )
         return body
 
@@ -266,14 +266,14 @@ class LuccaClient:
             body = self.get_json(path, query)
             number += 1
             page = _parse_page(body, number=number, limit=limit, path=path)
-            yield page
-            if page.next_cursor is None:
-                return
-            if page.next_cursor in seen:
+            if page.next_cursor is not None and page.next_cursor in seen:
                 raise LuccaResponseError(
                     f"GET {path}: page {number} returned a cursor already followed "
                     f"({page.next_cursor[:40]!r}); stopping instead of looping forever."
                 )
+            yield page
+            if page.next_cursor is None:
+                return
             seen.add(page.next_cursor)
             cursor = page.next_cursor
 
@@ -348,8 +348,11 @@ _HINTS = {
 }
 
 
-def _classify(response: requests.Response, path: str) -> LuccaAPIError:
-    """Turn an error answer into a typed exception, before any retry decision is made."""
+def _classify(response: requests.Response, path: str, *, secret: str) -> LuccaAPIError:
+    """Turn an error answer into a typed exception, before any retry decision is made.
+
+    Text taken from the body is redacted of the API key, in case a server or proxy echoes it.
+    """
     status = response.status_code
     title = detail = None
     excerpt = None
@@ -358,10 +361,10 @@ def _classify(response: requests.Response, path: str) -> LuccaAPIError:
     except ValueError:
         problem = None
     if isinstance(problem, dict) and ("title" in problem or "detail" in problem):
-        title = _short(problem.get("title"))
-        detail = _short(problem.get("detail"))
+        title = _short(problem.get("title"), secret)
+        detail = _short(problem.get("detail"), secret)
     else:
-        excerpt = _excerpt(response)
+        excerpt = _excerpt(response, secret)
     if 300 <= status < 400:
         location = response.headers.get("Location", "")
         return LuccaRedirectError(
@@ -393,12 +396,13 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _short(value: object) -> str | None:
+def _short(value: object, secret: str) -> str | None:
     if value is None:
         return None
-    text = str(value)
+    text = str(value).replace(secret, "***")
     return text if len(text) <= BODY_EXCERPT_CHARS else text[: BODY_EXCERPT_CHARS - 3] + "..."
 
 
-def _excerpt(response: requests.Response) -> str:
-    return response.content[:BODY_EXCERPT_CHARS].decode("utf-8", "replace").strip()
+def _excerpt(response: requests.Response, secret: str) -> str:
+    text = response.content[: BODY_EXCERPT_CHARS + len(secret)].decode("utf-8", "replace")
+    return text.replace(secret, "***")[:BODY_EXCERPT_CHARS].strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -15,6 +16,9 @@ DEFAULT_PAGE_SIZE = 100
 DEFAULT_TIMEOUT = 30.0
 #: A page of 100 realized trainings is a few tens of kilobytes; anything near this is not one.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
 
 
 def is_loopback_host(hostname: str) -> bool:
@@ -44,16 +48,17 @@ def normalize_base_url(host: str | None, *, allow_plain_http: bool = False) -> s
     expected = "expected the account URL alone, e.g. https://acme.ilucca.net"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LuccaConfigError(f"Invalid Lucca account URL {host!r}: {expected}.")
-    if (
-        parts.username
-        or parts.password
-        or parts.query
-        or parts.fragment
-        or parts.path not in ("", "/")
-    ):
+    if parts.username or parts.password:
+        raise LuccaConfigError(
+            "Invalid Lucca account URL: it contains credentials; put the API key in the "
+            "connection's API key (password) field, not in the URL."
+        )
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
         raise LuccaConfigError(
             f"Invalid Lucca account URL {host!r}: {expected} (no path or query)."
         )
+    if not _HOSTNAME.fullmatch(parts.hostname):
+        raise LuccaConfigError(f"Invalid host in Lucca account URL {host!r}: {expected}.")
     try:
         port = parts.port
     except ValueError as exc:
@@ -101,6 +106,14 @@ class ClientConfig:
             raise LuccaConfigError(
                 f"Invalid requests_per_minute={self.requests_per_minute!r}: expected 0 (no pacing) "
                 "or a positive number."
+            )
+        if self.max_response_bytes <= 0:
+            raise LuccaConfigError(
+                f"Invalid max_response_bytes={self.max_response_bytes!r}: expected bytes > 0."
+            )
+        if self.max_response_bytes <= 0:
+            raise LuccaConfigError(
+                f"Invalid max_response_bytes={self.max_response_bytes!r}: expected bytes > 0."
             )
         if not self.timeout > 0:
             raise LuccaConfigError(f"Invalid timeout={self.timeout!r}: expected seconds > 0.")

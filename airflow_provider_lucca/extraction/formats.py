@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from airflow_provider_lucca.client.errors import LuccaConfigError
 
 PARQUET_BATCH_ROWS = 10_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class PartFormat(Protocol):
@@ -112,7 +113,7 @@ class Parquet:
         extra: dict[str, Any] = {}
         for key, value in record.items():
             if key in ("id", "ownerId", "trainingDemandId", "sessionId"):
-                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+                ok = value is None or _is_int64(value)
             elif key in ("sessionStartsOn", "sessionEndsOn"):
                 ok, value = _as_date(value, date)
             elif key == "hasAttended":
@@ -149,7 +150,16 @@ def _fits_training(value: object) -> bool:
             item is not None and (isinstance(item, bool) or not isinstance(item, types))
         ):
             return False
+        if isinstance(item, int) and not _is_int64(item):
+            return False
     return True
+
+
+def _is_int64(value: object) -> bool:
+    """An int that an int64 column holds (a bigger one would make pyarrow raise)."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+    )
 
 
 def _as_date(value: object, date_type: Any) -> tuple[bool, object]:

@@ -56,7 +56,10 @@ class DaySpooler:
                 self._check_outside(record, key)
                 self.stats.outside_window += 1
                 continue
-            line = f"{record.get('id', '')}\t{encode(record)}\n"
+            # The id as JSON: no tab or newline can break the spool line, and a record without
+            # an id (missing or null) gets an empty key, so it is never taken for a duplicate.
+            record_id = record.get("id")
+            line = f"{'' if record_id is None else encode(record_id)}\t{encode(record)}\n"
             self._buffers.setdefault(key, []).append(line)
             self._buffered += len(line)
             self.stats.kept += 1

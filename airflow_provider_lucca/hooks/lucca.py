@@ -72,21 +72,24 @@ class LuccaHook(BaseHook):
                 f"Connection {self.lucca_conn_id!r} has no Password: set it to the Lucca API key."
             )
         extra = conn.extra_dejson
-        retry = self._retry_policy or RetryPolicy(
-            max_attempts=1 + self._extra_int(extra, "max_retries", 5, minimum=0, maximum=20)
-        )
+        settings: dict[str, Any] = {
+            "requests_per_minute": self._extra_int(extra, "requests_per_minute", 50, minimum=0),
+            "page_size": self._extra_int(extra, "page_size", 100, minimum=1, maximum=100),
+            "timeout": self._extra_int(extra, "timeout", 30, minimum=1),
+            "allow_plain_http": self._extra_bool(extra, "allow_plain_http"),
+            "retry": self._retry_policy
+            or RetryPolicy(
+                max_attempts=1 + self._extra_int(extra, "max_retries", 5, minimum=0, maximum=20)
+            ),
+        }
         try:
             return ClientConfig(
                 base_url=conn.host if "://" in conn.host else _with_scheme(conn),
                 api_key=conn.password,
-                requests_per_minute=self._extra_int(extra, "requests_per_minute", 50, minimum=0),
-                page_size=self._extra_int(extra, "page_size", 100, minimum=1, maximum=100),
-                timeout=self._extra_int(extra, "timeout", 30, minimum=1),
-                retry=retry,
-                allow_plain_http=self._extra_bool(extra, "allow_plain_http"),
+                **settings,
             )
         except LuccaConfigError as exc:
-            raise LuccaConfigError(f"Connection {self.lucca_conn_id!r}: {exc}") from None
+            raise LuccaConfigError(f"Connection {self.lucca_conn_id!r}: {exc}") from exc
 
     @cached_property
     def client(self) -> LuccaClient:
