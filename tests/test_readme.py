@@ -1,0 +1,64 @@
+"""The README's reading snippet works on what the operator writes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_lucca.client import ClientConfig, LuccaClient
+from airflow_provider_lucca.extraction.realized_trainings import (
+    ExtractionRequest,
+    extract_realized_trainings,
+)
+from airflow_provider_lucca.extraction.window import DateWindow
+from airflow_provider_lucca.sandbox import SandboxServer
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'
+
+
+def duckdb_snippet() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (snippet,) = [block for block in blocks if "duckdb.sql" in block]
+    assert DEMO_ROOT in snippet
+    return snippet
+
+
+def test_duckdb_snippet_reads_exact_hours_through_manifests(
+    sandbox: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = LuccaClient(
+        ClientConfig(base_url=sandbox.url, api_key="sandbox-api-key", requests_per_minute=0)
+    )
+    window = DateWindow(date(2025, 3, 1), date(2025, 4, 1))
+    output = ObjectStoragePath(tmp_path.as_uri())
+    extract_realized_trainings(client, ExtractionRequest(window=window), output, log=client.log)
+    # An orphan part of a crashed run: a reader that globs part files would count it.
+    orphan = tmp_path / "session_end_on=2025-03-05" / "part-00000-orphan.jsonl.gz"
+    ghost = {"id": 1, "ownerId": 999999, "sessionEndsOn": "2025-03-05", "hasAttended": True}
+    orphan.write_bytes(gzip.compress(json.dumps({**ghost, "durationInHours": 10000}).encode()))
+
+    exec(duckdb_snippet().replace(DEMO_ROOT, f"root = {str(tmp_path)!r}"), {})
+
+    printed = capsys.readouterr().out
+    hours: dict[int, str] = {}
+    for record in sandbox.records:
+        if "2025-03-01" <= record["sessionEndsOn"] < "2025-04-01" and record["hasAttended"]:
+            owner = record["ownerId"]
+            hours[owner] = str(sum_decimal(hours.get(owner, "0"), record["durationInHours"]))
+    top = sorted(hours.items(), key=lambda item: float(item[1]), reverse=True)[0]
+    assert "attended_hours" in printed
+    assert "999999" not in printed
+    assert re.search(rf"\b{top[0]}\b.*\b{re.escape(top[1])}\b", printed), printed
+
+
+def sum_decimal(total: str, value: float) -> object:
+    from decimal import Decimal
+
+    return Decimal(total) + Decimal(repr(value))
