@@ -20,6 +20,8 @@ from airflow_provider_lucca.extraction.window import DateWindow
 
 FLUSH_BYTES = 4 * 1024 * 1024
 DATE_FIELD = "sessionEndsOn"
+#: Compact, and UTF-8 text kept as is (accents stay readable in the output files).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass
@@ -48,11 +50,11 @@ class DaySpooler:
         self._buffered = 0
 
     def add(self, records: list[dict[str, Any]]) -> None:
-        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        encode = _ENCODE
         for record in records:
             self.stats.received += 1
             key = record.get(DATE_FIELD)
-            if key not in self._days:
+            if not isinstance(key, str) or key not in self._days:
                 self._check_outside(record, key)
                 self.stats.outside_window += 1
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -113,6 +113,7 @@ class RealizedTrainingsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self._validate(rendered=True, context=context)
+        assert request is not None  # rendered, with a context: always a full request
         get_format(self.file_format)  # a missing pyarrow fails here, before any request
         output = ObjectStoragePath(_storage_url(self.output_path))
         self.log.info(
@@ -126,8 +127,14 @@ class RealizedTrainingsOperator(BaseOperator):
             self.hook.client, request, output, log=self.log, run_id=context.get("run_id")
         )
 
-    def _validate(self, *, rendered: bool, context: Context | None = None) -> ExtractionRequest:
-        """Check every parameter; before rendering, those holding Jinja are left for later."""
+    def _validate(
+        self, *, rendered: bool, context: Context | None = None
+    ) -> ExtractionRequest | None:
+        """Check every parameter and build the request.
+
+        Before rendering (``rendered=False``, at DAG parse time), values holding Jinja are left
+        for later and None is returned; after rendering, everything is checked.
+        """
 
         def ready(value: object) -> bool:
             return rendered or not _is_template(value)
@@ -141,20 +148,9 @@ class RealizedTrainingsOperator(BaseOperator):
         has_attended = (
             parse_bool("has_attended", self.has_attended) if ready(self.has_attended) else None
         )
-        bounds = (self.session_end_from, self.session_end_until)
-        if all(bound in (None, "") for bound in bounds):
-            window = _window_from_context(context) if context is not None else None
-        elif any(bound in (None, "") for bound in bounds):
-            raise LuccaConfigError(
-                "Set both session_end_from and session_end_until, or neither to use the run's "
-                f"data interval (got {bounds[0]!r} and {bounds[1]!r})."
-            )
-        elif ready(bounds[0]) and ready(bounds[1]):
-            window = DateWindow.parse(*bounds)
-        else:
-            window = None
+        window = self._window(ready, context)
         if window is None:
-            return None  # type: ignore[return-value]  # only before rendering
+            return None
         return ExtractionRequest(
             window=window,
             lookback_days=self.lookback_days,
@@ -164,6 +160,20 @@ class RealizedTrainingsOperator(BaseOperator):
             file_format=self.file_format,
             fail_on_count_mismatch=self.fail_on_count_mismatch,
         )
+
+    def _window(
+        self, ready: Callable[[object], bool], context: Context | None
+    ) -> DateWindow | None:
+        bounds = (self.session_end_from, self.session_end_until)
+        unset = [bound in (None, "") for bound in bounds]
+        if all(unset):
+            return _window_from_context(context) if context is not None else None
+        if any(unset):
+            raise LuccaConfigError(
+                "Set both session_end_from and session_end_until, or neither to use the run's "
+                f"data interval (got {bounds[0]!r} and {bounds[1]!r})."
+            )
+        return DateWindow.parse(*bounds) if all(map(ready, bounds)) else None
 
 
 def _window_from_context(context: Context) -> DateWindow:
