@@ -1,10 +1,12 @@
 """Daily extraction of Lucca realized trainings: extract -> verify -> derive.
 
 One run per day of Europe/Paris, on a data-interval timetable so each run's window is its own day.
-Backfill a date range with::
+Backfill the Paris days 2025-01-01 .. 2025-03-31 (both included) with::
 
     airflow backfill create --dag-id lucca_realized_trainings_daily \\
-        --from-date 2025-01-01 --to-date 2025-03-31
+        --from-date 2025-01-01T00:00:00+01:00 --to-date 2025-03-31T00:00:00+02:00
+
+(a date without offset is a UTC midnight, after Paris midnight: the range would start a day late).
 
 Every extraction goes through the ``lucca_api`` pool (1 slot): parallel runs queue instead of
 sharing the tenant's 50 requests/min. ``lookback_days`` re-extracts the previous week each day,

@@ -126,9 +126,13 @@ class AirflowStack:
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
                     last = r.read().decode()
-                if '"scheduler":{"status":"healthy"' in last.replace(" ", ""):
+                health = json.loads(last)
+                if all(
+                    (health.get(name) or {}).get("status") == "healthy"
+                    for name in ("metadatabase", "scheduler", "dag_processor")
+                ):
                     return
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 last = str(exc)
             time.sleep(1)
         raise RuntimeError(f"Airflow was not healthy within {HEALTH_TIMEOUT:.0f} s: {last}")
@@ -199,12 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Lucca sandbox:   {stack.sandbox.url}  (connection lucca_default points here)")
         print(f"Data written to: {stack.output_path}")
         print(f"Logs:            {args.home}/*.log")
-        print("\nBackfill example (another terminal):")
+        print("\nBackfill example (another terminal), Paris days 2025-03-01..2025-03-07:")
         print(f"  AIRFLOW_HOME={args.home} .venv/bin/airflow backfill create \\")
-        print(
-            "    --dag-id lucca_realized_trainings_daily"
-            " --from-date 2025-03-01 --to-date 2025-03-07",
-        )
+        print("    --dag-id lucca_realized_trainings_daily \\")
+        print("    --from-date 2025-03-01T00:00:00+01:00 --to-date 2025-03-07T00:00:00+01:00")
+        print("  (both ends included; a date without offset is a UTC midnight, so one day later)")
         print("\nCtrl-C stops everything.")
         try:
             while all(p.poll() is None for p in stack.processes.values()):

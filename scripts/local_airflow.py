@@ -40,6 +40,10 @@ def real_account_connection() -> str | None:
 
 def airflow_env(home: Path, output_path: str, lucca_conn: str, **overrides: str) -> dict[str, str]:
     env = dict(os.environ)
+    # A stack started from pytest inherits tests/conftest.py's AIRFLOW__CORE__UNIT_TEST_MODE=True:
+    # Airflow then loads unit_tests.cfg instead of a normal config and its scheduler never sleeps
+    # between loops (one core at 100 %, SQLite locked more often). These are real components.
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
