@@ -39,6 +39,7 @@ TIMEZONE = "Europe/Paris"
 
 REALIZED_TRAININGS = Asset(name="lucca_realized_trainings", uri=asset_uri(OUTPUT_PATH))
 REPORT_DIR = "_reports/training_hours_by_employee_month"
+CENT = Decimal("0.01")
 
 
 def _days(summary: dict[str, Any]) -> list[date]:
@@ -93,5 +94,6 @@ def training_hours_report(base: Any, month: date) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["month", "owner_id", "realized_trainings", "attended_hours", "days_extracted"])
     for owner in sorted(trainings):
-        writer.writerow([f"{month:%Y-%m}", owner, trainings[owner], hours[owner], days_extracted])
+        attended = hours[owner].quantize(CENT)
+        writer.writerow([f"{month:%Y-%m}", owner, trainings[owner], attended, days_extracted])
     return out.getvalue().encode("utf-8")
