@@ -19,6 +19,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaResponseError,
     LuccaRetriesExhaustedError,
     LuccaServerError,
+    LuccaTLSError,
 )
 from airflow_provider_lucca.client.pacing import RequestPacer
 from airflow_provider_lucca.client.retry import RetryPolicy, parse_retry_after
@@ -39,6 +40,7 @@ __all__ = [
     "LuccaResponseError",
     "LuccaRetriesExhaustedError",
     "LuccaServerError",
+    "LuccaTLSError",
     "Page",
     "RequestPacer",
     "RetryPolicy",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
+import urllib3
 
 from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client.config import ClientConfig
@@ -28,6 +29,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaResponseError,
     LuccaRetriesExhaustedError,
     LuccaServerError,
+    LuccaTLSError,
 )
 from airflow_provider_lucca.client.pacing import RequestPacer
 from airflow_provider_lucca.client.query import QueryParams, realized_trainings_params
@@ -128,6 +130,13 @@ class LuccaClient:
             self.stats.requests += 1
             try:
                 response = self._send(path, params)
+            except requests.exceptions.SSLError as exc:
+                raise LuccaTLSError(
+                    f"GET {path}: TLS verification of {self.config.base_url} failed ({exc}). "
+                    "Lucca's certificates are publicly trusted: check the account URL. "
+                    "Not retried, and verification is never switched off.",
+                    path=path,
+                ) from exc
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -153,8 +162,9 @@ class LuccaClient:
 
             if retry_after is not None and retry_after > policy.retry_after_cap:
                 raise LuccaRateLimitError(
-                    f"GET {path}: the server asked to retry after {retry_after:.0f} s, above the "
-                    f"cap of {policy.retry_after_cap:.0f} s (RetryPolicy.retry_after_cap); "
+                    f"GET {path}: {reason} on attempt {attempt} asked to retry after "
+                    f"{retry_after:.0f} s, above the cap of {policy.retry_after_cap:.0f} s "
+                    "(RetryPolicy.retry_after_cap); "
                     "failing now rather than sleeping. The tenant's rate budget is probably used "
                     "by another integration.",
                     status=failure.status if failure else None,
@@ -218,7 +228,7 @@ class LuccaClient:
             )
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=256 * 1024):
+        for chunk in self._body_chunks(response):
             size += len(chunk)
             if size > limit:
                 response.close()
@@ -229,10 +239,37 @@ class LuccaClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _body_chunks(self, response: requests.Response) -> Iterator[bytes]:
+        """The body as it arrives, within ``timeout`` seconds in all.
+
+        The read timeout bounds each socket read, not the answer: a server trickling a byte just
+        under it would hold one attempt for hours. ``read1`` returns whatever has arrived, so the
+        deadline is checked between reads; a late body is a read timeout, retried as such.
+        """
+        deadline = self._clock() + self.config.timeout
+        raw = response.raw
+        while True:
+            try:
+                chunk: bytes = raw.read1(256 * 1024, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise requests.exceptions.ReadTimeout(str(exc)) from exc
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+                raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
+            if not chunk:
+                return
+            yield chunk
+            if self._clock() > deadline:
+                response.close()
+                raise requests.exceptions.ReadTimeout(
+                    f"the body did not arrive within {self.config.timeout:g} s"
+                )
+
     def _decode(self, response: requests.Response, path: str) -> JsonObject:
         try:
-            body = json.loads(response.content, parse_constant=_reject_constant)
-        except ValueError as exc:
+            body = json.loads(
+                response.content, parse_constant=_reject_constant, parse_float=_finite_float
+            )
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             raise LuccaResponseError(
                 f"GET {path}: HTTP {response.status_code} but the body is not JSON "
                 f"(Content-Type {response.headers.get('Content-Type', 'missing')!r}): "
@@ -358,7 +395,7 @@ def _classify(response: requests.Response, path: str, *, secret: str) -> LuccaAP
     excerpt = None
     try:
         problem = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         problem = None
     if isinstance(problem, dict) and ("title" in problem or "detail" in problem):
         title = _short(problem.get("title"), secret)
@@ -394,6 +431,15 @@ def _classify(response: requests.Response, path: str, *, secret: str) -> LuccaAP
 def _reject_constant(name: str) -> object:
     """NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise."""
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number beyond float range (``1e400``) would become ``inf`` and be written back as
+    ``Infinity``, which is not JSON: refuse it like NaN."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is beyond the range of a float")
+    return value
 
 
 def _short(value: object, secret: str) -> str | None:

@@ -63,6 +63,14 @@ class LuccaRedirectError(LuccaAPIError):
     """A 3xx answer. Redirects are never followed, so the key never travels to another host."""
 
 
+class LuccaTLSError(LuccaAPIError):
+    """The TLS handshake failed (untrusted or wrong certificate).
+
+    Never retried, since a certificate does not become valid by waiting, and never bypassed:
+    verification stays on so the key is not sent to a host that cannot prove who it is.
+    """
+
+
 class LuccaRetriesExhaustedError(LuccaAPIError):
     """The retry budget (attempts or total time) ran out on retryable failures."""
 
