@@ -799,3 +799,29 @@ def rebuild(row: dict[str, Any]) -> dict[str, Any]:
             value = {k: v for k, v in value.items() if v is not None}
         record[key] = value
     return {**record, **extra}
+
+
+def test_same_records_give_the_same_checksums_on_every_run(
+    client: LuccaClient, out: ObjectStoragePath
+) -> None:
+    extract(client, out, "2025-03-01", "2025-03-04")
+    first = {day: [f["sha256"] for f in m["files"]] for day, m in manifests(out).items()}
+    extract(client, out, "2025-03-01", "2025-03-04")
+    second = {day: [f["sha256"] for f in m["files"]] for day, m in manifests(out).items()}
+    assert first == second  # new part names, same bytes: the checksum identifies the content
+
+
+def test_reader_keeps_records_whose_text_holds_unicode_line_separators(
+    sandbox: SandboxServer, client: LuccaClient, out: ObjectStoragePath
+) -> None:
+    from airflow_provider_lucca.extraction.reader import read_partition
+
+    title = "Sécurité\u2028incendie\u2029niveau\x85deux"
+    record = {"id": 990001, "ownerId": 7, "sessionEndsOn": ODD_DAY, "durationInHours": 2.35}
+    sandbox.configure(add_records=[{**record, "training": {"id": 1, "title": title}}])
+    extract(client, out, ODD_DAY, "2025-06-11")
+
+    rows = {row["id"]: row for row in read_partition(out, date.fromisoformat(ODD_DAY))}
+    assert rows[990001]["training"]["title"] == title
+    assert rows[990001]["durationInHours"] == Decimal("2.35")
+    assert len(rows) == manifests(out)[ODD_DAY]["record_count"]

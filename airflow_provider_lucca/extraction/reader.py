@@ -37,10 +37,10 @@ def read_partition(base: Any, day: date) -> Iterator[dict[str, Any]]:
 
             rows = pq.read_table(io.BytesIO(data)).to_pylist()
         else:
-            rows = [
-                json.loads(line, parse_float=Decimal)
-                for line in gzip.decompress(data).decode("utf-8").splitlines()
-            ]
+            # split on "\n" only: str.splitlines() also breaks on U+2028 and other separators
+            # that JSON strings may hold raw.
+            lines = gzip.decompress(data).split(b"\n")
+            rows = [json.loads(line, parse_float=Decimal) for line in lines if line]
         if len(rows) != entry["records"]:
             raise PartitionIntegrityError(
                 f"{partition_dir(base, day)}/{entry['name']}: {len(rows)} records, the manifest "

@@ -190,22 +190,27 @@ def _check_count(reported: int | None, received: int, strict: bool, log: Logger)
 def _stage_day(
     spooler: DaySpooler, day: Any, part_format: PartFormat, workdir: str, token: str
 ) -> StagedPartition:
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     duplicates = 0
 
-    def unique() -> Iterator[str]:
+    def unique() -> Iterator[list[bytes]]:
+        # Batches of spool lines, deduplicated on the id prefix, for one write per batch.
         nonlocal duplicates
-        for key, payload in spooler.read(day):
-            if key:
-                if key in seen:
-                    duplicates += 1
-                    continue
-                seen.add(key)
-            yield payload
+        for lines in spooler.read_lines(day):
+            batch: list[bytes] = []
+            for line in lines:
+                key, _, payload = line.partition(b"\t")
+                if key:
+                    if key in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(key)
+                batch.append(payload)
+            yield batch
 
     name = f"part-00000-{token}{part_format.extension}"
     local_path = os.path.join(workdir, f"{day.isoformat()}-{name}")
-    records = part_format.write(unique(), local_path)
+    records = part_format.write_batches(unique(), local_path)
     if records == 0:
         os.unlink(local_path)
         return StagedPartition(day, (), duplicates)

@@ -1,15 +1,18 @@
-"""Regroup a stream of records into per-day local spool files, in bounded memory.
+"""Regroup a stream of records into per-day blocks of one local spool file, in bounded memory.
 
 Lucca does not sort by date, so any page may hold records of any day in the window. Records are
-buffered per day and flushed to local files when the buffer passes a size, so memory stays flat
-whatever the window, and no more than one file is open at a time (a 3-year history has 1,000+
-days, more than a process may keep open).
+buffered per day and flushed when the buffer passes a size, so memory stays flat whatever the
+window. A flush appends one block per day to a single spool file and remembers where each block
+is: one file, opened once per flush, instead of one file per day (a 3-year history has 1,000+
+days, more than a process may keep open, and creating or reopening a file per day per flush cost
+more than the rest of the spooling).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,6 +22,7 @@ from airflow_provider_lucca.client.errors import LuccaResponseError
 from airflow_provider_lucca.extraction.window import DateWindow
 
 FLUSH_BYTES = 4 * 1024 * 1024
+READ_BYTES = 1024 * 1024
 DATE_FIELD = "sessionEndsOn"
 #: Compact, and UTF-8 text kept as is (accents stay readable in the output files).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -33,7 +37,7 @@ class SpoolStats:
 
 @dataclass
 class DaySpooler:
-    """Appends each in-window record as ``<id>\\t<json>`` to its day's spool file.
+    """Appends each in-window record as a ``<id>\\t<json>`` line to its day's spool blocks.
 
     The id prefix lets the writer deduplicate a day without parsing JSON again; the JSON is the
     record exactly as received (same keys and order, numbers as parsed, unknown fields kept).
@@ -48,23 +52,38 @@ class DaySpooler:
         self._days = {day.isoformat(): day for day in self.window.days()}
         self._buffers: dict[str, list[str]] = {}
         self._buffered = 0
+        self._path = os.path.join(self.directory, "days.spool")
+        self._size = 0
+        #: Per day, (offset, length) pairs of its blocks in the spool file: 16 bytes a block.
+        self._blocks: dict[str, array[int]] = {}
 
     def add(self, records: list[dict[str, Any]]) -> None:
         encode = _ENCODE
+        days = self._days
+        buffers = self._buffers
+        stats = self.stats
         for record in records:
-            self.stats.received += 1
+            stats.received += 1
             key = record.get(DATE_FIELD)
-            if not isinstance(key, str) or key not in self._days:
+            if not isinstance(key, str) or key not in days:
                 self._check_outside(record, key)
-                self.stats.outside_window += 1
+                stats.outside_window += 1
                 continue
             # The id as JSON: no tab or newline can break the spool line, and a record without
             # an id (missing or null) gets an empty key, so it is never taken for a duplicate.
+            # An int, the usual id, is its own JSON text: str() skips a call to the encoder.
             record_id = record.get("id")
-            line = f"{'' if record_id is None else encode(record_id)}\t{encode(record)}\n"
-            self._buffers.setdefault(key, []).append(line)
+            if type(record_id) is int:
+                prefix = str(record_id)
+            else:
+                prefix = "" if record_id is None else encode(record_id)
+            line = f"{prefix}\t{encode(record)}\n"
+            lines = buffers.get(key)
+            if lines is None:
+                lines = buffers[key] = []
+            lines.append(line)
             self._buffered += len(line)
-            self.stats.kept += 1
+            stats.kept += 1
         if self._buffered >= self.flush_bytes:
             self.flush()
 
@@ -82,21 +101,48 @@ class DaySpooler:
         )
 
     def flush(self) -> None:
-        for key, lines in self._buffers.items():
-            with open(self.path(key), "a", encoding="utf-8") as spool:
-                spool.writelines(lines)
+        if not self._buffers:
+            return
+        with open(self._path, "ab") as spool:
+            for key, lines in self._buffers.items():
+                block = "".join(lines).encode("utf-8")
+                spool.write(block)
+                blocks = self._blocks.get(key)
+                if blocks is None:
+                    blocks = self._blocks[key] = array("q")
+                blocks.append(self._size)
+                blocks.append(len(block))
+                self._size += len(block)
         self._buffers.clear()
         self._buffered = 0
 
-    def path(self, day: str) -> str:
-        return os.path.join(self.directory, f"{day}.spool")
+    def read_lines(self, day: date) -> Iterator[list[bytes]]:
+        """The ``<id>\\t<json>`` lines of a day (without newline), after :meth:`flush`, in
+        batches of about :data:`READ_BYTES` (one block at least): batches for the writers, in
+        memory bounded by the flush size however big the day; nothing for a day without records.
+        """
+        blocks = self._blocks.get(day.isoformat())
+        if not blocks:
+            return
+        with open(self._path, "rb") as spool:
+            batch: list[bytes] = []
+            size = 0
+            for index in range(0, len(blocks), 2):
+                spool.seek(blocks[index])
+                block = spool.read(blocks[index + 1])
+                lines = block.split(b"\n")
+                lines.pop()  # every line ends with a newline: the last item is empty
+                batch += lines
+                size += len(block)
+                if size >= READ_BYTES:
+                    yield batch
+                    batch, size = [], 0
+            if batch:
+                yield batch
 
     def read(self, day: date) -> Iterator[tuple[str, str]]:
         """``(id, json)`` of a day, after :meth:`flush`; nothing for a day without records."""
-        path = self.path(day.isoformat())
-        if not os.path.exists(path):
-            return
-        with open(path, encoding="utf-8") as spool:
-            for line in spool:
-                key, _, payload = line.rstrip("\n").partition("\t")
+        for lines in self.read_lines(day):
+            for line in lines:
+                key, _, payload = line.decode("utf-8").partition("\t")
                 yield key, payload

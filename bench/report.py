@@ -1,0 +1,228 @@
+"""Render the results: the Markdown table (stdout and latest.md), the JSON, one PNG.
+
+The files under ``bench/results/`` are committed as the README's evidence, so they are kept small
+(sampled series) and stable in name: each run overwrites ``latest.*``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, ScenarioResult
+
+RESULTS = ROOT / "bench" / "results"
+#: A list of numbers as ``indent`` lays it out: "[" then a newline (never inside a JSON string).
+_NUMBER_LIST = re.compile(r"\[(\n[-0-9.eE,\s]+?)\]")
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model and RAM: the context every absolute figure needs."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb: float | None = None
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        ram_gb = round(pages * page_size / 1024**3, 1)
+    except (ValueError, OSError):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "load_average_at_end": [round(value, 2) for value in load] if load else None,
+    }
+
+
+def git_commit() -> str:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return completed.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(results: list[ScenarioResult]) -> str:
+    lines = [
+        "| Scenario | Figure | Measured | Target | Status |",
+        "|---|---|---|---|---|",
+    ]
+    for result in results:
+        if result.error is not None:
+            lines.append(f"| {result.name} | crashed | {_cell(result.error)} | | CRASHED |")
+        for row in result.rows:
+            lines.append(
+                f"| {_cell(row.scenario)} | {_cell(row.figure)} | {_cell(row.value)} "
+                f"| {_cell(row.target)} | {row.status} |"
+            )
+    return "\n".join(lines)
+
+
+def missed(results: list[ScenarioResult]) -> list[str]:
+    return [
+        f"{row.scenario}: {row.figure}"
+        for result in results
+        for row in result.rows
+        if row.met is False
+    ]
+
+
+def write_markdown(
+    results: list[ScenarioResult], meta: dict[str, Any], path: Path = RESULTS / "latest.md"
+) -> str:
+    info = meta["machine"]
+    header = [
+        "# Benchmark results (`make bench`)",
+        "",
+        f"- Date: {meta['date']}",
+        f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, "
+        f"Python {info['python']}; load average at the end {info['load_average_at_end']} "
+        "(shared machine: every figure is a ratio measured in the same run)",
+        f"- Commit: {meta['commit']}",
+        f"- Total runtime: {meta['total_seconds']:.0f} s",
+        "",
+    ]
+    notes = meta.get("notes", [])
+    body = [markdown_table(results), ""]
+    if notes:
+        body += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    body += [f"Plot: `{Path(meta['plot']).name}`. Raw figures: `latest.json`.", ""]
+    text = "\n".join(header + body)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def write_json(results: list[ScenarioResult], meta: dict[str, Any], path: Path) -> None:
+    payload = {
+        **meta,
+        "scenarios": [
+            {
+                "name": result.name,
+                "seconds": round(result.seconds, 1),
+                "error": result.error,
+                "rows": [
+                    {
+                        "figure": row.figure,
+                        "value": row.value,
+                        "target": row.target,
+                        "status": row.status,
+                    }
+                    for row in result.rows
+                ],
+                "data": result.data,
+            }
+            for result in results
+        ],
+    }
+    text = json.dumps(payload, indent=1, default=str)
+    # Sampled series are lists of small number lists: one line each keeps the file small and
+    # still diffable.
+    text = _NUMBER_LIST.sub(lambda match: "[" + re.sub(r"\s+", "", match.group(1)) + "]", text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def plot(results: list[ScenarioResult], path: Path) -> bool:
+    """RSS over time in the memory runs, and cumulative requests over time in the pacing runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_name = {result.name: result for result in results}
+    memory = next((r for name, r in by_name.items() if name.startswith("4.")), None)
+    pacing = next((r for name, r in by_name.items() if name.startswith("2.")), None)
+    if not (memory and memory.data) and not (pacing and pacing.data):
+        return False
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if memory and memory.data:
+        for size, child in memory.data.items():
+            samples = child["samples"]
+            start = child["run_started"]
+            xs = [t - start for t, _rss, _answers in samples]
+            ys = [rss / 1024 for _t, rss, _answers in samples]
+            peak = child["peak_rss_bytes"] / 1024**2
+            left.plot(
+                xs,
+                ys,
+                label=f"{int(size):,} records, {child['requests']:,} requests: peak {peak:.0f} MB",
+            )
+        left.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        left.set_xlabel("seconds since the operator run started (imports before 0)")
+        left.set_ylabel("RSS (MB)")
+        left.set_title("Memory: RSS of the operator process (fresh process per size)")
+        left.set_ylim(bottom=0)
+        left.legend(loc="lower right")
+        left.grid(alpha=0.3)
+    if pacing and pacing.data:
+        data = pacing.data
+        limit = data["limit_per_minute"]
+        for name, style in (("paced", "-"), ("unpaced", "--")):
+            points = data[f"timeline_{name}"]
+            line = right.plot(
+                [p[0] for p in points], [p[1] for p in points], style, label=f"{name}: 200 answers"
+            )
+            limited = data["answers_429"][name]
+            if limited:
+                right.plot(
+                    [p[0] for p in limited],
+                    [p[1] for p in limited],
+                    "x",
+                    color=line[0].get_color(),
+                    markersize=9,
+                    label=f"{name}: 429 answers ({len(limited)})",
+                )
+        end = max(p[0] for p in data["timeline_paced"] + data["timeline_unpaced"])
+        right.plot(
+            [0, end],
+            [0, end * limit / 60],
+            color="grey",
+            linewidth=0.8,
+            label=f"limit: {limit} requests/min",
+        )
+        right.set_xlabel("seconds since the operator run started")
+        right.set_ylabel("cumulative successful requests")
+        right.set_title(f"Pacing: sandbox limit {limit} requests/min (sliding 60 s window)")
+        right.legend(loc="lower right")
+        right.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return True
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

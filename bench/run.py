@@ -1,0 +1,140 @@
+"""`make bench`: measure the extraction's losses against Lucca's physical limit, on the sandbox.
+
+Lucca serves 50 requests/min per tenant and 100 records per page, so no extraction can beat 5,000
+records/min. Every scenario runs the real operator against the sandbox (a separate process on
+loopback) and reports a ratio to a reference measured in the same run:
+
+1. request efficiency: requests vs ceil(records/100); the history DAG's pass vs 365 daily runs;
+2. pacing at a (scaled) limit: wall time vs requests/limit, 429s; and unpaced against it;
+3. CPU throughput unthrottled: the operator vs a plain requests loop (and the sandbox's ceiling);
+4. memory: peak RSS for 10,000 vs 500,000 records, fresh processes;
+5. faults: 5% of requests answered 503/429, records exact, time vs a clean run.
+
+Prints a Markdown table and writes ``bench/results/latest.{json,png,md}``. Exits 1 if a scenario
+crashed; a missed target is printed as MISSED but is a result, not a failure of the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ScenarioResult, expected_counts, isolate_airflow, use_scratch_root
+
+SCRATCH = use_scratch_root()
+isolate_airflow()
+
+from bench import report, scenarios  # noqa: E402
+from bench.common import BenchSandbox  # noqa: E402
+
+NOTES = [
+    "All runs use the real RealizedTrainingsOperator (called with the task runner's execute "
+    "sentinel) against `lucca-sandbox` in a separate process on 127.0.0.1, writing jsonl.gz "
+    "(or parquet) through ObjectStoragePath (file://). Request counts are the sandbox's own "
+    "counters; 'exact' means equal to the sandbox generator's own count per day and, where two "
+    "runs are compared, byte-identical records.",
+    "Temporary and output files live in a RAM file system (/dev/shm, see common.use_scratch_root; "
+    "$LUCCA_BENCH_TMPDIR overrides) during the run: on this VM's "
+    "disk, creating a file costs 0.02 to 1 ms of system time and changes minute to minute, and "
+    "the operator creates ~4 inodes per daily partition (the baseline 1 file in all). Scenario 3 "
+    "shows the disk's cost for 365 partitions next to the results.",
+    "'Daily DAG' = 365 successive in-process operator runs of one day each (data interval in "
+    "Europe/Paris, lookback 0, a new operator/hook/client per run): what the daily DAG's extract "
+    "task does per run, without Airflow's own per-task overhead (scheduling, a new process, "
+    "imports: seconds per run). The example daily DAG also re-extracts a 7-day lookback; its "
+    "request count is computed from the data, not run.",
+    "Pacing: the sandbox limits 600 requests per sliding 60 s (Lucca's 50/min scaled 12x). The "
+    "unpaced client is not slower over a stream just over one minute's budget: it spends the "
+    "whole minute's budget in a burst of a second or two, then waits out Retry-After (~58 s) "
+    "while the tenant is blocked for every other integration. Projections to 50/min scale the "
+    "request stream and keep the measured post-processing.",
+    "Faults: the sandbox's 429 answers `Retry-After: 1`; its 503 carries no Retry-After, so the "
+    "client backs off (1 s with 50% jitter, doubling).",
+    "CPU throughput: best of 6 interleaved runs per loop (other jobs on this 2-core machine only "
+    "ever add time); the paired ratio of each round is shown too.",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="1,2,3,4,5", help="comma list of scenario numbers (default: all)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=report.RESULTS, help="output directory (bench/results)"
+    )
+    args = parser.parse_args(argv)
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    started = time.perf_counter()
+    results: list[ScenarioResult] = []
+
+    def attempt(number: str, name: str, function: Callable[[], ScenarioResult]) -> None:
+        if number not in only:
+            return
+        print(f"==> {number}. {name}", flush=True)
+        began = time.perf_counter()
+        try:
+            result = function()
+        except Exception as exc:
+            traceback.print_exc()
+            result = ScenarioResult(f"{number}. {name}", error=f"{type(exc).__name__}: {exc}")
+        result.seconds = time.perf_counter() - began
+        print(f"    {result.seconds:.0f} s", flush=True)
+        results.append(result)
+
+    y0, y1 = scenarios.YEAR_START, scenarios.LAST_DAY
+    needs_main = only & {"1", "2", "3", "5"}
+    if needs_main:
+        print("==> starting the sandbox (100,000 records over 2025)", flush=True)
+        counts = expected_counts(scenarios.MAIN_RECORDS, y0, y1)
+        with BenchSandbox(scenarios.MAIN_RECORDS, y0, y1) as sandbox:
+            main_bench = scenarios.MainBench(sandbox, counts, sandbox.connection("lucca_bench", 0))
+            attempt("3", "CPU throughput", lambda: scenarios.throughput(main_bench))
+            if "1" in only:
+                with BenchSandbox(
+                    5000, y0.replace(month=3, day=10), y0.replace(month=3, day=10)
+                ) as small:
+                    conn = small.connection("lucca_small", 0)
+                    attempt(
+                        "1",
+                        "Request efficiency",
+                        lambda: scenarios.efficiency(main_bench, small, conn),
+                    )
+            attempt("5", "Faults", lambda: scenarios.faults(main_bench))
+            attempt("2", "Pacing", lambda: scenarios.pacing(main_bench))
+    attempt("4", "Memory", scenarios.memory)
+    results.sort(key=lambda result: result.name)
+
+    total = time.perf_counter() - started
+    args.results.mkdir(parents=True, exist_ok=True)
+    plot_path = args.results / "latest.png"
+    meta = {
+        "date": report.now_iso(),
+        "machine": report.machine(),
+        "commit": report.git_commit(),
+        "total_seconds": round(total, 1),
+        "notes": [*NOTES, f"Scratch directory of this run: `{SCRATCH}`."],
+        "plot": str(plot_path),
+    }
+    report.plot(results, plot_path)
+    report.write_json(results, meta, args.results / "latest.json")
+    text = report.write_markdown(results, meta, args.results / "latest.md")
+    print()
+    print(text)
+    for line in report.missed(results):
+        print(f"MISSED: {line}")
+    crashed = [result.name for result in results if result.error is not None]
+    for name in crashed:
+        print(f"CRASHED: {name}", file=sys.stderr)
+    print(f"Total runtime: {total:.0f} s; results in {args.results}")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
