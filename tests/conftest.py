@@ -19,6 +19,13 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run: CI never flakes on a new random draw, and a
+# failure reproduces. HYPOTHESIS_PROFILE=explore searches afresh (locally, to look for new bugs).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from airflow_provider_lucca.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 

@@ -636,7 +636,7 @@ def read_dataset(root: Path) -> dict[str, list[dict[str, Any]]]:
         records: list[dict[str, Any]] = []
         for entry in manifest["files"]:
             data = gzip.decompress((manifest_path.parent / entry["name"]).read_bytes())
-            records.extend(json.loads(line) for line in data.decode().splitlines())
+            records.extend(json.loads(line) for line in data.split(b"\n") if line)
         result[manifest["partition"]["session_end_on"]] = records
     return result
 
