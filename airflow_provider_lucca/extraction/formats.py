@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
@@ -20,31 +20,27 @@ class PartFormat(Protocol):
     name: str
     extension: str
 
-    def write(self, payloads: Iterable[str], local_path: str) -> int:
-        """Write JSON record texts to ``local_path``; return how many were written."""
-        ...
+    def write(self, batches: Iterable[list[bytes]], local_path: str) -> int:
+        """Write batches of UTF-8 JSON record texts to ``local_path``; return the record count.
 
-    def write_batches(self, batches: Iterable[list[bytes]], local_path: str) -> int:
-        """The same file as :meth:`write`, from batches of UTF-8 JSON texts (no per-record
-        call on the way: the extraction hands over its spool in ~1 MB batches)."""
+        Batches, not records: the extraction hands over its spool in ~1 MB slices, with no
+        per-record call on the way."""
         ...
 
 
 class JsonLinesGzip:
     """One record per line, byte for byte the JSON the spooler wrote (the record as received).
 
-    The gzip header's mtime is fixed, so the same records always give the same checksum.
+    The same records always give the same bytes, hence the same checksum in the manifest.
     """
 
     name = "jsonl"
     extension = ".jsonl.gz"
 
-    def write(self, payloads: Iterable[str], local_path: str) -> int:
-        return self.write_batches(_encoded_batches(payloads), local_path)
-
-    def write_batches(self, batches: Iterable[list[bytes]], local_path: str) -> int:
-        # One gzip write per batch, not two per record. Deflate's output does not depend on how
-        # its input is cut, so the file is byte for byte what line-by-line writes produced.
+    def write(self, batches: Iterable[list[bytes]], local_path: str) -> int:
+        # One gzip write per batch, not two per record (deflate's output does not depend on how
+        # its input is cut). An empty file name and a fixed mtime keep the header the same on
+        # every run, so the same records always give the same sha256.
         count = 0
         with (
             open(local_path, "wb") as raw,
@@ -101,10 +97,7 @@ class Parquet:
             ]
         )
 
-    def write(self, payloads: Iterable[str], local_path: str) -> int:
-        return self.write_batches(_encoded_batches(payloads), local_path)
-
-    def write_batches(self, batches: Iterable[list[bytes]], local_path: str) -> int:
+    def write(self, batches: Iterable[list[bytes]], local_path: str) -> int:
         import pyarrow.parquet as pq
 
         count = 0
@@ -204,17 +197,6 @@ def _as_cents(value: object) -> tuple[bool, object]:
     if cents != exact or abs(cents) >= Decimal("1e10"):
         return False, value
     return True, cents
-
-
-def _encoded_batches(payloads: Iterable[str], size: int = 1000) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for payload in payloads:
-        batch.append(payload.encode("utf-8"))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def get_format(name: str) -> PartFormat:

@@ -210,7 +210,7 @@ def _stage_day(
 
     name = f"part-00000-{token}{part_format.extension}"
     local_path = os.path.join(workdir, f"{day.isoformat()}-{name}")
-    records = part_format.write_batches(unique(), local_path)
+    records = part_format.write(unique(), local_path)
     if records == 0:
         os.unlink(local_path)
         return StagedPartition(day, (), duplicates)

@@ -139,10 +139,3 @@ class DaySpooler:
                     batch, size = [], 0
             if batch:
                 yield batch
-
-    def read(self, day: date) -> Iterator[tuple[str, str]]:
-        """``(id, json)`` of a day, after :meth:`flush`; nothing for a day without records."""
-        for lines in self.read_lines(day):
-            for line in lines:
-                key, _, payload = line.decode("utf-8").partition("\t")
-                yield key, payload
