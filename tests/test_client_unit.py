@@ -338,7 +338,7 @@ def test_requests_carry_lucca_auth_and_a_user_agent(rsps: responses.RequestsMock
     assert headers["Accept"] == "application/json"
 
 
-def test_environment_netrc_and_proxies_cannot_hijack_the_request(
+def test_netrc_cannot_replace_the_key_and_https_proxies_are_honoured(
     rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     netrc = tmp_path / "netrc"
@@ -350,7 +350,18 @@ def test_environment_netrc_and_proxies_cannot_hijack_the_request(
     list(make_client().iter_realized_trainings())
     call = rsps.calls[0]
     assert call.request.headers["Authorization"] == f"lucca application={KEY}"
-    assert not call.request.req_kwargs["proxies"]
+    # A corporate egress proxy is used (CONNECT tunnel: the key stays inside TLS).
+    assert call.request.req_kwargs["proxies"]["https"] == "http://proxy.example:3128"
+
+
+def test_no_proxy_and_the_plain_http_sandbox_bypass_proxies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "acme.ilucca.net")
+    assert make_client().session.proxies == {}
+    assert make_client(base_url="http://127.0.0.1:8089").session.proxies == {}
 
 
 @pytest.mark.parametrize(("timeout", "expected"), [(30.0, (10.0, 30.0)), (4.0, (4.0, 4.0))])

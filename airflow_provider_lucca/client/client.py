@@ -96,8 +96,13 @@ class LuccaClient:
         self._rng = rng or random.Random()
         self._pacer = RequestPacer(config.requests_per_minute, clock=clock, sleep=sleep)
         self.session = requests.Session()
-        # Proxies and .netrc from the environment must not see or replace our Authorization header.
+        # .netrc from the environment must never replace the Authorization header, so the session
+        # trusts nothing from the environment but its HTTPS proxy settings (HTTPS_PROXY,
+        # NO_PROXY): an https request is tunnelled through a proxy, the key stays encrypted end to
+        # end. A plain-http sandbox is never proxied.
         self.session.trust_env = False
+        if config.base_url.startswith("https://"):
+            self.session.proxies = requests.utils.get_environ_proxies(config.base_url)
         self.session.headers.update(
             {
                 "Accept": "application/json",
