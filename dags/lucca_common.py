@@ -82,9 +82,10 @@ def training_hours_report(base: Any, month: date) -> bytes:
     days_extracted = 0
     day = month
     while day.month == month.month:
-        if read_manifest(base, day) is not None:
+        manifest = read_manifest(base, day)
+        if manifest is not None:
             days_extracted += 1
-            for record in read_partition(base, day):
+            for record in read_partition(base, day, manifest):
                 owner = record["ownerId"]
                 trainings[owner] += 1
                 if record.get("hasAttended", True):

@@ -37,6 +37,7 @@ from airflow_provider_lucca.client import (
     LuccaRequestError,
     LuccaResponseError,
     LuccaRetriesExhaustedError,
+    LuccaServerError,
     RequestPacer,
     RetryPolicy,
     normalize_base_url,
@@ -282,6 +283,19 @@ def test_bad_account_url_is_refused_with_a_reason(host: str | None, fragment: st
     assert fragment in str(info.value)
 
 
+def test_a_key_with_a_trailing_newline_is_stripped(rsps: responses.RequestsMock) -> None:
+    rsps.get(URL, json=page_body())
+    config = ClientConfig(base_url=BASE, api_key=f"  {KEY}\n", requests_per_minute=0)
+    list(LuccaClient(config).iter_realized_trainings())
+    assert rsps.calls[0].request.headers["Authorization"] == f"lucca application={KEY}"
+
+
+def test_a_key_with_control_characters_is_refused_without_echoing_it() -> None:
+    with pytest.raises(LuccaConfigError, match="control characters") as info:
+        ClientConfig(base_url=BASE, api_key=f"{KEY}\r\nX-Injected: 1")
+    assert KEY not in str(info.value)
+
+
 def test_credentials_in_the_url_are_not_echoed() -> None:
     with pytest.raises(LuccaConfigError) as info:
         normalize_base_url("https://bob:s3cr3t-pw@acme.ilucca.net")
@@ -417,8 +431,23 @@ def test_transient_failure_is_retried_then_succeeds(
 
     assert [p.items for p in pages] == [[{"id": 1}]]
     assert len(rsps.calls) == 2
-    assert clock.sleeps == [1.0]  # backoff_base, no jitter
+    # backoff_base with no jitter; a 429 without Retry-After waits at least rate_limit_min_wait
+    assert clock.sleeps == [10.0 if failure == 429 else 1.0]
     assert client.stats.retries == 1
+
+
+def test_a_429_without_retry_after_waits_out_most_of_the_minute(
+    rsps: responses.RequestsMock,
+) -> None:
+    for _ in range(5):
+        rsps.get(URL, status=429)
+    rsps.get(URL, json=page_body([{"id": 1}], count=1))
+    clock = FakeClock()
+
+    list(make_client(clock).iter_realized_trainings())
+
+    assert clock.sleeps == [10.0, 10.0, 10.0, 10.0, 16.0]  # max(backoff, 10 s)
+    assert sum(clock.sleeps) >= 55  # the default 5 retries span Lucca's one-minute window
 
 
 def test_connection_dropped_mid_body_is_retried() -> None:
@@ -549,12 +578,13 @@ def test_long_problem_fields_are_truncated(rsps: responses.RequestsMock) -> None
 
 @pytest.mark.parametrize(
     ("header", "expected_wait"),
-    [("7", 7.0), ("2.5", 2.5), ("0", None), ("-5", None), ("soon", 1.0), ("", 1.0)],
+    [("7", 7.0), ("2.5", 2.5), ("0", None), ("-5", None), ("soon", 10.0), ("", 10.0)],
 )
 def test_retry_after_seconds_is_honoured(
     rsps: responses.RequestsMock, header: str, expected_wait: float | None
 ) -> None:
-    """Seconds are waited exactly; 0 and negative retry at once; garbage falls back to backoff."""
+    """Seconds are waited exactly; 0 and negative retry at once; garbage counts as no
+    Retry-After: a 429 then waits ``rate_limit_min_wait``."""
     rsps.get(URL, status=429, headers={"Retry-After": header})
     rsps.get(URL, json=page_body())
     clock = FakeClock()
@@ -602,11 +632,17 @@ def test_retry_after_above_the_cap_fails_at_once_without_sleeping(
     assert "cap of 120 s" in str(info.value)
 
 
-def test_retry_after_http_date_far_away_fails_at_once(rsps: responses.RequestsMock) -> None:
+@pytest.mark.parametrize(
+    ("status", "error", "hint"),
+    [(429, LuccaRateLimitError, "rate budget"), (503, LuccaServerError, "maintenance")],
+)
+def test_retry_after_http_date_far_away_fails_at_once(
+    rsps: responses.RequestsMock, status: int, error: type[Exception], hint: str
+) -> None:
     when = datetime.now(timezone.utc) + timedelta(hours=2)
-    rsps.get(URL, status=503, headers={"Retry-After": email.utils.format_datetime(when, True)})
+    rsps.get(URL, status=status, headers={"Retry-After": email.utils.format_datetime(when, True)})
     clock = FakeClock()
-    with pytest.raises(LuccaRateLimitError):
+    with pytest.raises(error, match=hint):
         list(make_client(clock).iter_realized_trainings())
     assert clock.sleeps == []
     assert len(rsps.calls) == 1
@@ -1050,6 +1086,28 @@ def test_caller_paging_parameters_are_replaced(rsps: responses.RequestsMock) -> 
         ("limit", "7"),
         ("ownerIds", "1"),
     ]
+
+
+def test_empty_pages_that_keep_pointing_further_stop_the_paging(
+    rsps: responses.RequestsMock,
+) -> None:
+    for number in range(10):
+        rsps.get(URL, json=page_body([], nxt=f"cursor-{number}", count=0))
+
+    with pytest.raises(LuccaResponseError, match="3 empty pages in a row"):
+        list(make_client().iter_realized_trainings())
+
+    assert len(rsps.calls) == 3
+
+
+def test_a_page_beyond_the_count_stops_the_paging(rsps: responses.RequestsMock) -> None:
+    for number in range(10):
+        rsps.get(URL, json=page_body([{"id": number}], nxt=f"cursor-{number}", count=2))
+
+    with pytest.raises(LuccaResponseError, match="4 items received by page 4, more than a page"):
+        list(make_client(page_size=1).iter_realized_trainings())
+
+    assert len(rsps.calls) == 4
 
 
 def test_repeated_cursor_fails_instead_of_looping(rsps: responses.RequestsMock) -> None:

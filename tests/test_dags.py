@@ -42,7 +42,7 @@ def test_daily_dag_uses_a_data_interval_timetable_in_paris(dagbag: DagBag) -> No
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert str(dag.timezone.name) == "Europe/Paris"
     assert dag.catchup is True
-    assert dag.max_active_runs == 3
+    assert dag.max_active_runs == 1
 
 
 @pytest.mark.parametrize(

@@ -307,17 +307,46 @@ def test_duplicate_ids_from_the_api_are_written_once(
     original = client.paginate
 
     def repeating(path: str, params: Any) -> Iterator[Any]:
-        # The server lists one record twice and counts it twice (a page boundary shift).
+        # The server lists one record twice; its count is of distinct records.
         for page in original(path, params):
-            count = None if page.count is None else page.count + 1
             items = page.items + page.items[:1] if page.number == 1 else page.items
-            yield dataclasses.replace(page, items=items, count=count)
+            yield dataclasses.replace(page, items=items)
 
     monkeypatch.setattr(client, "paginate", repeating)
     summary = extract(client, out, "2025-03-01", "2025-03-08")
     assert read_dataset(out) == expected(sandbox, "2025-03-01", "2025-03-08")
     assert summary["duplicates_dropped"] == 1
     assert sum(m["duplicates_dropped"] for m in manifests(out).values()) == 1
+
+
+def shifted_page(client: LuccaClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record moved while paging: the boundary repeats one record and another is never sent,
+    so the raw number of items still equals the count."""
+    original = client.paginate
+
+    def shifting(path: str, params: Any) -> Iterator[Any]:
+        last: dict[str, Any] | None = None
+        for page in original(path, params):
+            items = page.items
+            if page.number == 2 and last is not None:
+                items = [last, *items[1:]]
+            last = items[-1]
+            yield dataclasses.replace(page, items=items)
+
+    monkeypatch.setattr(client, "paginate", shifting)
+
+
+def test_a_page_shift_that_loses_a_record_fails_and_commits_nothing(
+    client: LuccaClient, out: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extract(client, out, "2025-03-01", "2025-04-01")
+    before = manifests(out)
+    shifted_page(client, monkeypatch)
+
+    with pytest.raises(LuccaResponseError, match=r"1 of them repeated\) but Lucca reported"):
+        extract(client, out, "2025-03-01", "2025-04-01")
+
+    assert manifests(out) == before
 
 
 def odd_id(n: int, **fields: Any) -> dict[str, Any]:

@@ -212,7 +212,9 @@ def endless(block: bytes) -> Callable[[Any], None]:
 
 
 def client_for(url: str, **config: Any) -> LuccaClient:
-    retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, jitter=0.0)
+    retry = RetryPolicy(
+        max_attempts=2, backoff_base=0.01, backoff_max=0.02, rate_limit_min_wait=0.01, jitter=0.0
+    )
     settings_: dict[str, Any] = {
         "page_size": PAGE_SIZE,
         "requests_per_minute": 0,

@@ -28,11 +28,13 @@ USER_FACING_STRINGS = {
 }
 
 
-def make_dag(tz: str = "UTC", *, native: bool = False, **params: Any) -> DAG:
+def make_dag(
+    tz: str = "UTC", *, native: bool = False, start_tz: str | None = None, **params: Any
+) -> DAG:
     return DAG(
         f"lucca_test_{tz.replace('/', '_').lower()}",
         schedule=CronDataIntervalTimetable("0 0 * * *", timezone=tz),
-        start_date=pendulum.datetime(2025, 1, 1, tz=tz),
+        start_date=pendulum.datetime(2025, 1, 1, tz=start_tz or tz),
         params=params,
         render_template_as_native_obj=native,
     )
@@ -124,6 +126,43 @@ def test_paris_dag_extracts_its_local_day(
         (tmp_path / "lucca/realized_trainings" / f"session_end_on={day}/_manifest.json").read_text()
     )
     assert manifest["run"]["run_id"] == context["run_id"]
+
+
+def test_days_are_cut_in_the_timetables_timezone_even_with_a_utc_start_date(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag("Europe/Paris", start_tz="UTC")
+    assert dag.timezone.name == "UTC"  # what Airflow derives from start_date
+    with dag:
+        op = RealizedTrainingsOperator(task_id="extract", output_path=local_output(tmp_path))
+
+    summary = op.execute(make_context(dag, "2025-03-09T23:00:00Z", "2025-03-10T23:00:00Z"))
+
+    assert summary["window"] == {"from": "2025-03-10", "until": "2025-03-11"}
+
+
+def test_an_interval_that_does_not_start_at_midnight_is_refused(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag("Europe/Paris")
+    op = RealizedTrainingsOperator(task_id="extract", output_path=local_output(tmp_path))
+    context = make_context(dag, "2025-03-10T05:00:00Z", "2025-03-11T05:00:00Z")
+    with pytest.raises(LuccaConfigError, match="midnight"):
+        op.execute(context)
+    assert lucca_conn.stats()["requests"] == 0
+
+
+def test_a_template_rendering_an_empty_id_list_is_an_error_not_no_filter(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag()
+    op = RealizedTrainingsOperator(
+        task_id="extract", output_path=local_output(tmp_path), owner_ids="{{ params.ids }}"
+    )
+    op.owner_ids = "[]"  # what the template rendered
+    with pytest.raises(LuccaConfigError, match="owner_ids"):
+        op.execute(make_context(dag))
+    assert lucca_conn.stats()["requests"] == 0
 
 
 def test_zero_length_interval_is_refused_naming_the_timetable(
@@ -429,3 +468,16 @@ def test_extracts_to_s3_through_an_airflow_connection(
     parts = {key for key in keys if not key.endswith("/_manifest.json")}
     assert parts
     assert all(second["run_token"] in key for key in parts), parts
+
+
+def test_the_http_session_is_closed_after_the_task(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    op = RealizedTrainingsOperator(
+        task_id="extract",
+        output_path=local_output(tmp_path),
+        session_end_from="2025-03-01",
+        session_end_until="2025-03-02",
+    )
+    op.execute(make_context(make_dag()))
+    assert "client" not in op.hook.__dict__  # workers run many tasks: no session left open

@@ -63,7 +63,14 @@ def fast_client(
 ) -> LuccaClient:
     """A client whose backoff is milliseconds (Retry-After is still honoured as sent)."""
     policy = RetryPolicy(
-        **{"max_attempts": 8, "backoff_base": 0.01, "backoff_max": 0.05, "jitter": 0.0, **retry}
+        **{
+            "max_attempts": 8,
+            "backoff_base": 0.01,
+            "backoff_max": 0.05,
+            "rate_limit_min_wait": 0.01,
+            "jitter": 0.0,
+            **retry,
+        }
     )
     config = ClientConfig(
         base_url=url,

@@ -144,7 +144,9 @@ def record(number: int, day: str = "2025-03-02", **extra: Any) -> dict[str, Any]
 
 
 def client_for(url: str, **config: Any) -> LuccaClient:
-    retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, jitter=0.0)
+    retry = RetryPolicy(
+        max_attempts=2, backoff_base=0.01, backoff_max=0.02, rate_limit_min_wait=0.01, jitter=0.0
+    )
     settings = {"requests_per_minute": 0, "timeout": 2.0, "retry": retry, **config}
     return LuccaClient(ClientConfig(base_url=url, api_key=KEY, **settings), logger=LOG)
 

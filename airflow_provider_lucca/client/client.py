@@ -37,6 +37,8 @@ from airflow_provider_lucca.client.retry import parse_retry_after
 
 REALIZED_TRAININGS_PATH = "/talent-training/api/v2/realized-trainings"
 BODY_EXCERPT_CHARS = 200
+#: Empty pages that still carry a ``next`` cursor before paging is declared stuck.
+MAX_EMPTY_PAGES = 3
 
 JsonObject = dict[str, Any]
 
@@ -166,17 +168,28 @@ class LuccaClient:
                 cause = failure
 
             if retry_after is not None and retry_after > policy.retry_after_cap:
-                raise LuccaRateLimitError(
+                rate_limited = failure is not None and failure.status == 429
+                raise (LuccaRateLimitError if rate_limited else LuccaServerError)(
                     f"GET {path}: {reason} on attempt {attempt} asked to retry after "
                     f"{retry_after:.0f} s, above the cap of {policy.retry_after_cap:.0f} s "
-                    "(RetryPolicy.retry_after_cap); "
-                    "failing now rather than sleeping. The tenant's rate budget is probably used "
-                    "by another integration.",
+                    "(RetryPolicy.retry_after_cap); failing now rather than sleeping. "
+                    + (
+                        "The tenant's rate budget is probably used by another integration."
+                        if rate_limited
+                        else "Lucca is probably in maintenance: retry later."
+                    ),
                     status=failure.status if failure else None,
                     path=path,
                     retry_after=retry_after,
                 ) from cause
-            wait = retry_after if retry_after is not None else policy.backoff(attempt, self._rng)
+            if retry_after is not None:
+                wait = retry_after
+            else:
+                wait = policy.backoff(attempt, self._rng)
+                if failure is not None and failure.status == 429:
+                    # No Retry-After: the tenant's window is a minute, a short backoff would spend
+                    # the attempts inside it.
+                    wait = max(wait, policy.rate_limit_min_wait)
             elapsed = self._clock() - started
             if attempt >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
                 budget = (
@@ -294,15 +307,17 @@ class LuccaClient:
 
         Asks for ``next`` and ``count`` in the same request as the items (no separate count call)
         and stops on a null ``next`` (no trailing empty page). A cursor is opaque: it is sent back
-        as ``page=<cursor>`` on the same host and path, never used as a URL. A repeated cursor is
-        a server bug that would otherwise loop forever, so it fails the extraction.
+        as ``page=<cursor>`` on the same host and path, never used as a URL. A repeated cursor,
+        more than a page of items beyond the reported count, or a run of empty pages that still
+        point further are server bugs that would otherwise page forever: each fails the
+        extraction. (A few repeated items are the caller's to judge against the count.)
         """
         limit = self.config.page_size
         base = [(k, v) for k, v in params if k not in ("fields.root", "limit", "page")]
         base += [("fields.root", "next,count"), ("limit", str(limit))]
         seen: set[str] = set()
         cursor: str | None = None
-        number = 0
+        number = received = empty_in_a_row = 0
         while True:
             query = base if cursor is None else [*base, ("page", cursor)]
             body = self.get_json(path, query)
@@ -312,6 +327,18 @@ class LuccaClient:
                 raise LuccaResponseError(
                     f"GET {path}: page {number} returned a cursor already followed "
                     f"({page.next_cursor[:40]!r}); stopping instead of looping forever."
+                )
+            received += len(page.items)
+            empty_in_a_row = 0 if page.items else empty_in_a_row + 1
+            if page.count is not None and received > page.count + limit:
+                raise LuccaResponseError(
+                    f"GET {path}: {received} items received by page {number}, more than a page "
+                    f"beyond the count={page.count} the server reports; stopping."
+                )
+            if page.next_cursor is not None and empty_in_a_row >= MAX_EMPTY_PAGES:
+                raise LuccaResponseError(
+                    f"GET {path}: {empty_in_a_row} empty pages in a row that still point to a "
+                    "next one; stopping instead of paging forever."
                 )
             yield page
             if page.next_cursor is None:

@@ -99,17 +99,19 @@ class ClientConfig:
             "base_url",
             normalize_base_url(self.base_url, allow_plain_http=self.allow_plain_http),
         )
-        if not self.api_key or not self.api_key.strip():
+        # Secrets backends often keep a trailing newline; a control character would otherwise
+        # surface as an untyped header error that prints the key unmasked.
+        key = (self.api_key or "").strip()
+        if not key:
             raise LuccaConfigError("The Lucca API key is empty.")
+        if any(ord(char) < 32 or ord(char) == 127 for char in key):
+            raise LuccaConfigError("The Lucca API key contains control characters.")
+        object.__setattr__(self, "api_key", key)
         validate_page_size(self.page_size)
         if self.requests_per_minute < 0:
             raise LuccaConfigError(
                 f"Invalid requests_per_minute={self.requests_per_minute!r}: expected 0 (no pacing) "
                 "or a positive number."
-            )
-        if self.max_response_bytes <= 0:
-            raise LuccaConfigError(
-                f"Invalid max_response_bytes={self.max_response_bytes!r}: expected bytes > 0."
             )
         if self.max_response_bytes <= 0:
             raise LuccaConfigError(

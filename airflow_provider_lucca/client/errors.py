@@ -52,11 +52,16 @@ class LuccaRequestError(LuccaAPIError):
 
 
 class LuccaRateLimitError(LuccaAPIError):
-    """429 that could not be waited out (Retry-After above the cap, or the retry budget spent)."""
+    """429 whose Retry-After is above the cap (a 429 that outlasts the retries raises
+    :class:`LuccaRetriesExhaustedError`)."""
 
 
 class LuccaServerError(LuccaAPIError):
-    """5xx, or 408, that outlasted the retry budget."""
+    """A 5xx that is not worth retrying (501, 505...), or whose Retry-After is above the cap.
+
+    Retryable ones (500, 502, 503, 504, 408) that outlast the retries raise
+    :class:`LuccaRetriesExhaustedError`.
+    """
 
 
 class LuccaRedirectError(LuccaAPIError):

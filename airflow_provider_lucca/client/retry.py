@@ -24,6 +24,8 @@ class RetryPolicy:
     :param retry_after_cap: largest Retry-After honoured, in seconds. A server asking for more gets
         a clear failure instead of a task that silently sleeps for an hour.
     :param max_total_seconds: time budget for one request, all attempts and waits included.
+    :param rate_limit_min_wait: shortest wait after a 429 that gives no Retry-After: Lucca's
+        limit is per minute, so retrying within seconds would only meet more 429s.
     """
 
     max_attempts: int = 6
@@ -32,6 +34,7 @@ class RetryPolicy:
     jitter: float = 0.5
     retry_after_cap: float = 120.0
     max_total_seconds: float = 600.0
+    rate_limit_min_wait: float = 10.0
     retryable_statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
 
     def __post_init__(self) -> None:
@@ -39,7 +42,13 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
-        for name in ("backoff_base", "backoff_max", "retry_after_cap", "max_total_seconds"):
+        for name in (
+            "backoff_base",
+            "backoff_max",
+            "retry_after_cap",
+            "max_total_seconds",
+            "rate_limit_min_wait",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 

@@ -23,13 +23,15 @@ class PartitionIntegrityError(LuccaError):
     """A committed partition does not match its manifest, or was never extracted."""
 
 
-def read_partition(base: Any, day: date) -> Iterator[dict[str, Any]]:
+def read_partition(
+    base: Any, day: date, manifest: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
     """Records of one committed day, numbers as exact ``Decimal`` for JSON lines.
 
     Parquet rows come back with pyarrow's types (``date``, ``Decimal``); columns are named as in
-    the API.
+    the API. Pass the day's ``manifest`` if it is already read (one GET less on object stores).
     """
-    manifest = _manifest(base, day)
+    manifest = manifest or _manifest(base, day)
     for entry in manifest["files"]:
         data = _verified_bytes(base, day, entry)
         if manifest["file_format"] == "parquet":
@@ -51,8 +53,9 @@ def read_partition(base: Any, day: date) -> Iterator[dict[str, Any]]:
 
 def verify_partition(base: Any, day: date) -> int:
     """Check every file of a day against its manifest; return the day's record count."""
-    count = sum(1 for _ in read_partition(base, day))
-    expected = _manifest(base, day)["record_count"]
+    manifest = _manifest(base, day)
+    count = sum(1 for _ in read_partition(base, day, manifest))
+    expected = manifest["record_count"]
     if count != expected:
         raise PartitionIntegrityError(
             f"{partition_dir(base, day)}: {count} records in its files, manifest says {expected}."

@@ -67,8 +67,9 @@ def extract_realized_trainings(
 ) -> dict[str, Any]:
     """Stream the window from Lucca, stage daily part files locally, then commit every day.
 
-    Nothing is written to ``output`` until every page has arrived and the count checks out, so a
-    failed extraction never replaces a committed partition.
+    Nothing is written to ``output`` until every page has arrived, the days are staged and the
+    count of distinct records checks out, so a failed extraction never replaces a committed
+    partition.
 
     :param output: an ``ObjectStoragePath`` (or anything with its interface): the dataset root.
     :return: a small summary for XCom (never the records).
@@ -90,8 +91,11 @@ def extract_realized_trainings(
         spooler = DaySpooler(extracted, workdir)
         reported = _spool_pages(pages, spooler, log, started)
         spooler.flush()
-        _check_count(reported, spooler.stats.received, request.fail_on_count_mismatch, log)
         staged = [_stage_day(spooler, day, part_format, workdir, token) for day in extracted.days()]
+        duplicates = spooler.stats.outside_duplicates + sum(p.duplicates for p in staged)
+        _check_count(
+            reported, spooler.stats.received, duplicates, request.fail_on_count_mismatch, log
+        )
         extracted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest_fields = {
             "dataset": DATASET,
@@ -172,13 +176,25 @@ def _spool_pages(
     return reported
 
 
-def _check_count(reported: int | None, received: int, strict: bool, log: Logger) -> None:
+def _check_count(
+    reported: int | None, received: int, duplicates: int, strict: bool, log: Logger
+) -> None:
+    """Distinct records received must equal the API's count.
+
+    Distinct, not received: when a record moves while paging, a page boundary repeats one record
+    and skips another, and the raw number of items still matches the count.
+    """
     if reported is None:
         log.warning("Lucca did not report a count: completeness of %d records unchecked", received)
         return
-    if reported == received:
+    distinct = received - duplicates
+    if reported == distinct:
         return
-    message = f"Received {received} records but Lucca reported count={reported} for the request"
+    message = (
+        f"Received {distinct} records"
+        + (f" ({received} items, {duplicates} of them repeated)" if duplicates else "")
+        + f" but Lucca reported count={reported} for the request"
+    )
     if strict:
         raise LuccaResponseError(
             f"{message}: the extraction is incomplete or inconsistent, nothing was committed "

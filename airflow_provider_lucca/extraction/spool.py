@@ -33,6 +33,7 @@ class SpoolStats:
     received: int = 0
     kept: int = 0
     outside_window: int = 0
+    outside_duplicates: int = 0
 
 
 @dataclass
@@ -51,6 +52,7 @@ class DaySpooler:
     def __post_init__(self) -> None:
         self._days = {day.isoformat(): day for day in self.window.days()}
         self._buffers: dict[str, list[str]] = {}
+        self._outside_ids: set[object] = set()
         self._buffered = 0
         self._path = os.path.join(self.directory, "days.spool")
         self._size = 0
@@ -68,6 +70,7 @@ class DaySpooler:
             if not isinstance(key, str) or key not in days:
                 self._check_outside(record, key)
                 stats.outside_window += 1
+                self._note_outside_id(record.get("id"))
                 continue
             # The id as JSON: no tab or newline can break the spool line, and a record without
             # an id (missing or null) gets an empty key, so it is never taken for a duplicate.
@@ -99,6 +102,19 @@ class DaySpooler:
             f"Record id={record.get('id')!r} has {DATE_FIELD}={value!r}, expected a YYYY-MM-DD "
             "date: cannot place it in a partition."
         )
+
+    def _note_outside_id(self, record_id: object) -> None:
+        """Count repeats among the records dropped as outside the window.
+
+        They come from the one or two edge days of the superset request only, so a set of their
+        ids stays small; a repeat there is as much a sign of a shifting page as one inside.
+        """
+        if record_id is None or isinstance(record_id, (dict, list)):
+            return
+        if record_id in self._outside_ids:
+            self.stats.outside_duplicates += 1
+        else:
+            self._outside_ids.add(record_id)
 
     def flush(self) -> None:
         if not self._buffers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.client.query import validate_date
@@ -41,7 +41,16 @@ class DateWindow:
         A DAG in Europe/Paris runs its 2025-03-10 interval from 2025-03-09T23:00Z: taking the UTC
         date would extract the previous day.
         """
-        first, until = start.astimezone(tz).date(), end.astimezone(tz).date()
+        local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+        first, until = local_start.date(), local_end.date()
+        if first < until and (local_start.time() != time(0) or local_end.time() != time(0)):
+            raise LuccaConfigError(
+                f"The run's data interval {start.isoformat()} .. {end.isoformat()} does not start "
+                f"and end at midnight in timezone {tz}: it covers parts of days, and taking whole "
+                "days would extract a day it does not own. Schedule the DAG at midnight "
+                "(CronDataIntervalTimetable('0 0 * * *', timezone=...)), or pass "
+                "session_end_from / session_end_until explicitly."
+            )
         if first >= until:
             raise LuccaConfigError(
                 f"The run's data interval {start.isoformat()} .. {end.isoformat()} covers no whole "

@@ -95,6 +95,12 @@ class LuccaHook(BaseHook):
     def client(self) -> LuccaClient:
         return LuccaClient(self.client_config, logger=self.log)
 
+    def close(self) -> None:
+        """Close the HTTP session, if one was opened (workers run many tasks per process)."""
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
     def paginate(self, path: str, params: QueryParams) -> Iterator[Page]:
         return self.client.paginate(path, params)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, tzinfo
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +13,6 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.client.query import validate_bool, validate_ids
-from airflow_provider_lucca.extraction.formats import get_format
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -114,7 +113,6 @@ class RealizedTrainingsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         request = self._validate(rendered=True, context=context)
         assert request is not None  # rendered, with a context: always a full request
-        get_format(self.file_format)  # a missing pyarrow fails here, before any request
         output = ObjectStoragePath(_storage_url(self.output_path))
         self.log.info(
             "Extracting realized trainings %s (lookback %d days) to %s as %s",
@@ -123,9 +121,12 @@ class RealizedTrainingsOperator(BaseOperator):
             output,
             self.file_format,
         )
-        return extract_realized_trainings(
-            self.hook.client, request, output, log=self.log, run_id=context.get("run_id")
-        )
+        try:
+            return extract_realized_trainings(
+                self.hook.client, request, output, log=self.log, run_id=context.get("run_id")
+            )
+        finally:
+            self.hook.close()
 
     def _validate(
         self, *, rendered: bool, context: Context | None = None
@@ -184,14 +185,32 @@ def _window_from_context(context: Context) -> DateWindow:
             "This run has no data interval: pass session_end_from / session_end_until, or "
             "schedule the DAG with a data-interval timetable."
         )
-    return DateWindow.from_data_interval(start, end, context["dag"].timezone)
+    return DateWindow.from_data_interval(start, end, schedule_timezone(context["dag"]))
+
+
+def schedule_timezone(dag: Any) -> tzinfo:
+    """The timezone the DAG's days are cut in: its timetable's, else the DAG's.
+
+    ``dag.timezone`` comes from ``start_date``; a ``CronDataIntervalTimetable("0 0 * * *",
+    timezone="Europe/Paris")`` with a UTC start date cuts days at Paris midnight all the same.
+    """
+    timetable = dag.timetable
+    # airflow.sdk's cron timetables expose ``timezone``; the core classes still imported by many
+    # DAGs (airflow.timetables.interval) keep it in ``_timezone``.
+    timezone = getattr(timetable, "timezone", None) or getattr(timetable, "_timezone", None)
+    timezone = timezone or dag.timezone
+    if isinstance(timezone, str):
+        import pendulum
+
+        return pendulum.timezone(timezone)
+    return timezone  # type: ignore[no-any-return]
 
 
 def parse_ids(name: str, value: object) -> tuple[int, ...] | None:
     """Ids from a list, or from the text a template renders: ``[416, 23]`` or ``416,23``."""
     if isinstance(value, str):
         text = value.strip()
-        if text in ("", "None", "null", "[]"):
+        if text in ("", "None", "null"):  # an unset template; "[]" stays an error
             return None
         if text.startswith("["):
             try:
