@@ -8,9 +8,10 @@ Backfill the Paris days 2025-01-01 .. 2025-03-31 (both included) with::
 
 (a date without offset is a UTC midnight, after Paris midnight: the range would start a day late).
 
-Every extraction goes through the ``lucca_api`` pool (1 slot), shared with the other Lucca DAGs of
-the tenant, and runs one at a time. ``lookback_days`` re-extracts the previous week each day,
-because CSV imports add realized trainings with past dates.
+All three tasks go through the ``lucca_api`` pool (1 slot), shared with the other Lucca DAGs of the
+tenant: extractions never share the tenant's 50 requests/min, and no verify or derive reads files
+that another run's extract is replacing (backfills run several runs at once). ``lookback_days``
+re-extracts the previous week each day, because CSV imports add realized trainings with past dates.
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ from airflow_provider_lucca.operators.realized_trainings import RealizedTraining
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE),
     start_date=pendulum.datetime(START_DATE.year, START_DATE.month, START_DATE.day, tz=TIMEZONE),
     catchup=CATCHUP,
-    # One run at a time: run N+1's extract replaces (with its 7-day lookback) the very files that
-    # run N's verify and derive are reading.
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["lucca", "example"],

@@ -54,7 +54,7 @@ def test_extract_verify_derive_chain_in_the_lucca_pool(dagbag: DagBag, dag_id: s
     assert extract.downstream_task_ids == {"verify"}
     assert verify.downstream_task_ids == {"derive"}
     assert derive.downstream_task_ids == set()
-    assert extract.pool == "lucca_api"
+    assert extract.pool == verify.pool == derive.pool == "lucca_api"
     assert [outlet.name for outlet in extract.outlets] == ["lucca_realized_trainings"]
 
 

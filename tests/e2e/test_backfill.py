@@ -142,8 +142,9 @@ def test_backfill_runs_on_the_scheduler_and_commits_exact_partitions(
         day + timedelta(days=1) for day in wanted
     ]
 
-    # Every extraction went through the one-slot lucca_api pool, so none overlapped another.
-    extracts = []
+    # Every task went through the one-slot lucca_api pool, so no two of them overlapped: no
+    # extraction shared the tenant's budget, no verify read files an extract was replacing.
+    intervals = []
     for run in runs:
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances"
         tasks = {ti["task_id"]: ti for ti in stack.api("GET", path)["task_instances"]}
@@ -152,13 +153,12 @@ def test_backfill_runs_on_the_scheduler_and_commits_exact_partitions(
             "verify": "success",
             "derive": "success",
         }, run["dag_run_id"]
-        assert tasks["extract"]["pool"] == "lucca_api", tasks["extract"]
-        assert tasks["verify"]["pool"] == "default_pool"
-        extract = tasks["extract"]
-        extracts.append((instant(extract["start_date"]), instant(extract["end_date"])))
-    extracts.sort()
-    for (_, previous_end), (next_start, _) in itertools.pairwise(extracts):
-        assert previous_end <= next_start, f"extract tasks overlapped: {extracts}"
+        for task in tasks.values():
+            assert task["pool"] == "lucca_api", task
+            intervals.append((instant(task["start_date"]), instant(task["end_date"])))
+    intervals.sort()
+    for (_, previous_end), (next_start, _) in itertools.pairwise(intervals):
+        assert previous_end <= next_start, f"Lucca tasks overlapped: {intervals}"
 
     # Each day of the range and of the first run's lookback is committed with exactly the
     # sandbox's records of that day; no other 2025 day was written.
