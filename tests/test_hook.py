@@ -29,6 +29,7 @@ from airflow_provider_lucca.client import (
     RetryPolicy,
 )
 from airflow_provider_lucca.hooks.lucca import LuccaHook
+from airflow_provider_lucca.sandbox import SandboxServer
 
 BASE = "https://acme.ilucca.net"
 URL = BASE + REALIZED_TRAININGS_PATH
@@ -173,18 +174,19 @@ def test_missing_host_or_key_names_the_connection(
 @pytest.mark.parametrize(
     ("name", "value", "bounds"),
     [
-        ("page_size", 0, "1..100"),
-        ("page_size", 101, "1..100"),
-        ("page_size", "abc", "1..100"),
-        ("page_size", True, "1..100"),
-        ("page_size", 2.5, "1..100"),
-        ("max_retries", -1, "0..20"),
-        ("max_retries", 21, "0..20"),
-        ("max_retries", "many", "0..20"),
-        ("requests_per_minute", -1, ">= 0"),
-        ("requests_per_minute", "fast", ">= 0"),
-        ("timeout", 0, ">= 1"),
-        ("timeout", "30s", ">= 1"),
+        ("page_size", 0, "an integer from 1 to 100"),
+        ("page_size", 101, "an integer from 1 to 100"),
+        ("page_size", "abc", "an integer from 1 to 100"),
+        ("page_size", True, "an integer from 1 to 100"),
+        ("page_size", 2.5, "an integer from 1 to 100"),
+        ("max_retries", -1, "an integer from 0 to 20"),
+        ("max_retries", 21, "an integer from 0 to 20"),
+        ("max_retries", "many", "an integer from 0 to 20"),
+        ("requests_per_minute", -1, "an integer from 0 to 6000"),
+        ("requests_per_minute", "fast", "an integer from 0 to 6000"),
+        ("timeout", 0, "a number of seconds from 1 to 300"),
+        ("timeout", "30s", "a number of seconds from 1 to 300"),
+        ("timeout", True, "a number of seconds from 1 to 300"),
         ("allow_plain_http", "maybe", "true or false"),
     ],
 )
@@ -309,7 +311,7 @@ def test_test_connection_refused_connection(set_conn: SetConn) -> None:
 @pytest.mark.parametrize(
     ("failure", "fragment"),
     [
-        (requests.exceptions.ReadTimeout("read timed out"), "did not answer within 10 s"),
+        (requests.exceptions.ReadTimeout("read timed out"), "did not answer within 12 s"),
         (requests.exceptions.ConnectTimeout("connect timed out"), "Timed out connecting to"),
         (
             requests.exceptions.ConnectionError("Name or service not known"),
@@ -321,7 +323,7 @@ def test_test_connection_refused_connection(set_conn: SetConn) -> None:
 def test_test_connection_network_failures(
     set_conn: SetConn, rsps: responses.RequestsMock, failure: Exception, fragment: str
 ) -> None:
-    set_conn(extra={"requests_per_minute": 0, "max_retries": 20, "timeout": 300})
+    set_conn(extra={"requests_per_minute": 0, "max_retries": 20, "timeout": 12})
     rsps.get(URL, body=failure)
 
     ok, message = LuccaHook(CONN_ID).test_connection()
@@ -330,9 +332,10 @@ def test_test_connection_network_failures(
     assert fragment in message
     assert BASE in message
     assert KEY not in message
-    # the Test button uses its own short budget, not the connection's 20 retries
+    # the Test button uses its own short retry budget, not the connection's 20 retries, but the
+    # connection's timeout: it tests what the tasks will use
     assert len(rsps.calls) == 2
-    assert rsps.calls[0].request.req_kwargs["timeout"] == (10.0, 10.0)
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (10.0, 12.0)
 
 
 def test_test_connection_does_not_sleep_on_a_long_retry_after(
@@ -388,6 +391,259 @@ def test_test_connection_reports_bad_settings_without_a_request(
     assert fragment in message
     assert KEY not in message
     assert len(rsps.calls) == 0
+
+
+# -- settings refused before any request, for a task and for the Test button -----------------------
+#
+# These run against the real sandbox: its request counter proves that nothing reached a server.
+
+SANDBOX_KEY = "sandbox-api-key"  # tests/conftest.py's sandbox accepts this key
+UNRETRIED = {"requests_per_minute": 0, "max_retries": 0}
+
+
+def refused_before_any_request(sandbox: SandboxServer, *fragments: str, secret: str = KEY) -> str:
+    """Connection ``CONN_ID`` fails with a LuccaConfigError naming it and ``fragments``, in a task
+    and in the Test button alike, and no request reached the sandbox."""
+    with pytest.raises(LuccaConfigError) as info:
+        list(LuccaHook(CONN_ID).iter_realized_trainings())
+    message = str(info.value)
+    ok, tested = LuccaHook(CONN_ID).test_connection()
+    assert ok is False
+    assert tested == message
+    assert message.startswith(f"Connection {CONN_ID!r}")
+    for fragment in fragments:
+        assert fragment in message
+    assert secret not in message
+    assert sandbox.stats()["requests"] == 0
+    return message
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        ({"timeout": 10**12}, ["extra timeout=1000000000000 is invalid", "from 1 to 300"]),
+        ({"timeout": "1e20"}, ["extra timeout='1e20' is invalid", "seconds from 1 to 300"]),
+        ({"timeout": 301}, ["extra timeout=301 is invalid", "from 1 to 300"]),
+        ({"timeout": 0.5}, ["extra timeout=0.5 is invalid", "from 1 to 300"]),
+        ({"timeout": "nan"}, ["extra timeout='nan' is invalid", "from 1 to 300"]),
+        ({"timeout": "inf"}, ["extra timeout='inf' is invalid", "from 1 to 300"]),
+        (
+            {"requests_per_minute": "1e300"},
+            ["extra requests_per_minute='1e300' is invalid", "an integer from 0 to 6000"],
+        ),
+        ({"requests_per_minute": 6001}, ["extra requests_per_minute=6001", "from 0 to 6000"]),
+        ({"requests_per_minute": "-inf"}, ["extra requests_per_minute='-inf'", "from 0 to 6000"]),
+        ({"page_size": "1e300"}, ["extra page_size='1e300' is invalid", "from 1 to 100"]),
+        ({"max_retries": "1e300"}, ["extra max_retries='1e300' is invalid", "from 0 to 20"]),
+    ],
+)
+def test_absurd_extras_are_refused_before_any_request(
+    set_conn: SetConn, sandbox: SandboxServer, extra: dict[str, Any], fragments: list[str]
+) -> None:
+    """timeout=10**12 used to raise OverflowError at the first request; requests_per_minute=1e300
+    silently turned pacing off."""
+    set_conn(host=sandbox.url, password=SANDBOX_KEY, extra={**UNRETRIED, **extra})
+    refused_before_any_request(sandbox, *fragments, secret=SANDBOX_KEY)
+
+
+def test_extras_at_their_bounds_are_accepted(set_conn: SetConn) -> None:
+    set_conn(extra={"timeout": "300", "requests_per_minute": 6000, "max_retries": 20})
+    config = LuccaHook(CONN_ID).client_config
+    assert (config.timeout, config.requests_per_minute) == (300, 6000)
+    assert config.retry.max_attempts == 21
+    set_conn(extra={"timeout": 1, "requests_per_minute": 0})
+    assert LuccaHook(CONN_ID).client_config.timeout == 1
+    set_conn(extra={"timeout": 2.5})  # seconds may be fractional
+    assert LuccaHook(CONN_ID).client_config.timeout == 2.5
+
+
+@pytest.mark.parametrize("timeout", [10**12, 301, "1e20"])
+def test_the_test_button_fails_on_a_timeout_the_task_would_fail_on(
+    set_conn: SetConn, sandbox: SandboxServer, timeout: object
+) -> None:
+    """The Test button used its own 10 s timeout, so it said "Connected" for a connection whose
+    every task then failed."""
+    set_conn(host=sandbox.url, password=SANDBOX_KEY, extra={"timeout": timeout, **UNRETRIED})
+
+    ok, message = LuccaHook(CONN_ID).test_connection()
+
+    assert ok is False
+    assert message.startswith(f"Connection {CONN_ID!r}: extra timeout={timeout!r} is invalid")
+    assert "from 1 to 300" in message
+    assert SANDBOX_KEY not in message
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_the_test_button_uses_the_connections_timeout(
+    set_conn: SetConn, rsps: responses.RequestsMock
+) -> None:
+    set_conn(extra={"timeout": 45, "requests_per_minute": 0})
+    rsps.get(URL, json={"items": [], "count": 0})
+    ok, _ = LuccaHook(CONN_ID).test_connection()
+    assert ok is True
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (10.0, 45.0)
+
+
+def test_the_test_button_succeeds_against_the_sandbox_with_valid_settings(
+    set_conn: SetConn, sandbox: SandboxServer
+) -> None:
+    # The control case of the tests above: the same connection with sane settings does connect.
+    set_conn(host=sandbox.url, password=SANDBOX_KEY, extra={"timeout": 300, **UNRETRIED})
+    ok, message = LuccaHook(CONN_ID).test_connection()
+    assert ok is True, message
+    assert sandbox.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "fragments"),
+    [
+        (SANDBOX_KEY + "\u200b", ["(U+200B ZERO WIDTH SPACE) at position 16 of 16"]),
+        ("sandbox\u2019s-api-key", ["(U+2019 RIGHT SINGLE QUOTATION MARK) at position 8 of"]),
+        ("sandbox api-key", ["a space (U+0020) at position 8 of"]),
+        ("sandbox-api-k\u00e9y", ["(U+00E9 LATIN SMALL LETTER E WITH ACUTE)"]),
+    ],
+    ids=["zero-width-space", "typographic-apostrophe", "space-inside", "accented-letter"],
+)
+def test_a_key_that_is_not_printable_ascii_is_refused_before_any_request(
+    set_conn: SetConn, sandbox: SandboxServer, key: str, fragments: list[str]
+) -> None:
+    """requests encodes headers as latin-1: such a key used to raise UnicodeEncodeError at the
+    first request (or, with a space, be sent and answered 401)."""
+    set_conn(host=sandbox.url, password=key, extra=UNRETRIED)
+    message = refused_before_any_request(
+        sandbox, "The Lucca API key contains ", *fragments, "paste the key again", secret=key
+    )
+    assert "sandbox" not in message.removeprefix(f"Connection {CONN_ID!r}")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["[1, 2]", "not json", "{'timeout': 30}", '"timeout=30"', "5", "true"],
+    ids=["list", "not-json", "python-dict", "string", "number", "boolean"],
+)
+def test_an_extra_that_is_not_a_json_object_is_refused_before_any_request(
+    set_conn: SetConn, sandbox: SandboxServer, extra: str
+) -> None:
+    """A list used to raise AttributeError; text that is not JSON was logged by Airflow and the
+    hook ran with the default settings (dropping the pacing)."""
+    set_conn(host=sandbox.url, password=SANDBOX_KEY, extra=extra)
+    refused_before_any_request(
+        sandbox,
+        "extra must be a JSON object",
+        '{"requests_per_minute": 50, "page_size": 100, "timeout": 30, "max_retries": 5}',
+        secret=SANDBOX_KEY,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("request_per_minute", "did you mean 'requests_per_minute'?"),
+        ("Timeout", "did you mean 'timeout'?"),
+        ("extra__lucca__page_size", "did you mean 'page_size'?"),
+        ("verify", None),
+    ],
+)
+def test_an_unknown_extra_key_is_refused_with_the_known_keys(
+    set_conn: SetConn, sandbox: SandboxServer, key: str, hint: str | None
+) -> None:
+    """A typo used to be ignored: the hook silently kept the default for the setting meant."""
+    set_conn(host=sandbox.url, password=SANDBOX_KEY, extra={key: 10, "requests_per_minute": 0})
+    message = refused_before_any_request(
+        sandbox,
+        f"unknown extra key {key!r}",
+        "known keys: allow_plain_http, max_retries, page_size, requests_per_minute, timeout",
+        secret=SANDBOX_KEY,
+    )
+    if hint:
+        assert hint in message
+
+
+@pytest.mark.parametrize("extra", [None, "", "{}", "null", "  "])
+def test_no_extra_means_the_defaults(set_conn: SetConn, extra: str | None) -> None:
+    set_conn(extra=extra)
+    config = LuccaHook(CONN_ID).client_config
+    assert (config.requests_per_minute, config.page_size, config.timeout) == (50, 100, 30)
+
+
+@pytest.mark.parametrize(
+    ("host", "fragments"),
+    [
+        ("https://acme..ilucca.net", ["Invalid host", "label 2 is empty"]),
+        ("acme..ilucca.net", ["Invalid host", "label 2 is empty"]),
+        ("https://-acme.ilucca.net", ["label 1 starts or ends with a hyphen"]),
+        ("http://127.0.0.1:0", ["port 0", "expected a port from 1 to 65535"]),
+        ("http://127.0.0.1:65536", ["expected a port from 1 to 65535"]),
+    ],
+)
+def test_a_bad_host_is_refused_before_any_request(
+    set_conn: SetConn, sandbox: SandboxServer, host: str, fragments: list[str]
+) -> None:
+    """``acme..ilucca.net`` used to fail at the first request with LocationParseError, and port 0
+    was dropped silently (the task then called port 80)."""
+    set_conn(host=host, password=SANDBOX_KEY, extra=UNRETRIED)
+    refused_before_any_request(
+        sandbox, *fragments, "e.g. https://acme.ilucca.net", secret=SANDBOX_KEY
+    )
+
+
+@pytest.mark.parametrize("port", [70000, -1, 65536])
+def test_a_bad_port_field_is_refused_naming_the_field(
+    set_conn: SetConn, sandbox: SandboxServer, port: int
+) -> None:
+    set_conn(host="127.0.0.1", schema="http", port=port, password=SANDBOX_KEY, extra=UNRETRIED)
+    refused_before_any_request(
+        sandbox,
+        f"its Port field is {port}",
+        "expected a port from 1 to 65535",
+        secret=SANDBOX_KEY,
+    )
+
+
+def test_a_port_field_that_contradicts_the_hosts_own_port_is_refused(
+    set_conn: SetConn, sandbox: SandboxServer
+) -> None:
+    port = sandbox.port
+    set_conn(host=f"127.0.0.1:{port}", schema="http", port=port + 1, password=SANDBOX_KEY)
+    refused_before_any_request(
+        sandbox, f"has its own port {port}", f"Port field is {port + 1}", secret=SANDBOX_KEY
+    )
+    set_conn(host=f"127.0.0.1:{port}", schema="http", port=port, password=SANDBOX_KEY)
+    assert LuccaHook(CONN_ID).client_config.base_url == sandbox.url
+
+
+def test_the_port_field_is_ignored_when_the_host_has_a_scheme(
+    set_conn: SetConn, sandbox: SandboxServer
+) -> None:
+    # What the README advises against the Airflow 3.3.2 Test button bug: store a port (even one
+    # that is not the account's) and keep the account URL with its scheme.
+    set_conn(host=sandbox.url, port=443, password=SANDBOX_KEY, extra=UNRETRIED)
+    ok, message = LuccaHook(CONN_ID).test_connection()
+    assert ok is True, message
+    assert LuccaHook(CONN_ID).client_config.base_url == sandbox.url
+
+
+@pytest.mark.parametrize("port", [0, None])
+def test_a_port_field_of_zero_means_no_port(
+    monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer, port: int | None
+) -> None:
+    """Airflow 3.3.2's UI sends port 0 for a connection without a port (README, Troubleshooting);
+    an ``AIRFLOW_CONN_*`` JSON cannot carry a 0, so the connection is built by hand."""
+    from airflow.sdk import Connection
+
+    conn = Connection(
+        conn_id=CONN_ID,
+        conn_type="lucca",
+        host=sandbox.url.removeprefix("http://"),
+        schema="http",
+        port=port,
+        password=SANDBOX_KEY,
+        extra=json.dumps(UNRETRIED),
+    )
+    monkeypatch.setattr(LuccaHook, "get_connection", classmethod(lambda cls, conn_id: conn))
+    ok, message = LuccaHook(CONN_ID).test_connection()
+    assert ok is True, message
+    assert LuccaHook(CONN_ID).client_config.base_url == sandbox.url
 
 
 # -- provider discovery ----------------------------------------------------------------------------

@@ -481,3 +481,207 @@ def test_the_http_session_is_closed_after_the_task(
     )
     op.execute(make_context(make_dag()))
     assert "client" not in op.hook.__dict__  # workers run many tasks: no session left open
+
+
+# --------------------------------------------------------------------------- window bounds
+#
+# A date like 0001-01-01 or a lookback of a million days used to raise OverflowError in execute,
+# and a typo window of a century (1925 for 2025) wrote 36,525 empty partitions without a word.
+
+
+@pytest.mark.parametrize(
+    ("bounds", "fragments"),
+    [
+        (
+            ("0001-01-01", "2025-03-10"),
+            ["session_end_from=0001-01-01", "a date from 1900-01-01 to 2199-12-31"],
+        ),
+        (
+            ("1899-12-31", "1900-01-02"),
+            ["session_end_from=1899-12-31", "a date from 1900-01-01 to 2199-12-31"],
+        ),
+        (
+            ("2025-03-10", "9999-12-31"),
+            ["session_end_until=9999-12-31", "a date from 1900-01-02 to 2200-01-01"],
+        ),
+    ],
+)
+def test_dates_outside_the_supported_range_fail_when_the_dag_is_parsed(
+    tmp_path: Path, bounds: tuple[str, str], fragments: list[str]
+) -> None:
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(
+            task_id="extract",
+            output_path=local_output(tmp_path),
+            session_end_from=bounds[0],
+            session_end_until=bounds[1],
+        )
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_a_rendered_date_outside_the_range_fails_before_any_request(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag(first="0001-01-01", last="2025-03-10")
+    op = RealizedTrainingsOperator(
+        task_id="extract",
+        output_path=local_output(tmp_path),
+        session_end_from="{{ params.first }}",
+        session_end_until="{{ params.last }}",
+    )
+    context = make_context(dag)
+    op.render_template_fields(context)
+    with pytest.raises(LuccaConfigError) as info:
+        op.execute(context)
+    assert "session_end_from=0001-01-01" in str(info.value)
+    assert "a date from 1900-01-01 to 2199-12-31" in str(info.value)
+    assert lucca_conn.stats()["requests"] == 0
+    assert not (tmp_path / "lucca").exists()
+
+
+@pytest.mark.parametrize("lookback", [3661, 10**6, 10**10])
+def test_an_absurd_lookback_fails_when_the_dag_is_parsed(tmp_path: Path, lookback: int) -> None:
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(
+            task_id="extract", output_path=local_output(tmp_path), lookback_days=lookback
+        )
+    message = str(info.value)
+    assert f"Invalid lookback_days={lookback}" in message
+    assert "an integer from 0 to 3660" in message
+
+
+def test_a_lookback_reaching_before_1900_fails_naming_lookback_days(tmp_path: Path) -> None:
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(
+            task_id="extract",
+            output_path=local_output(tmp_path),
+            session_end_from="1905-01-01",
+            session_end_until="1905-01-02",
+            lookback_days=3000,
+            max_window_days=5000,
+        )
+    message = str(info.value)
+    assert "lookback_days=3000" in message
+    assert "before 1900-01-01" in message
+    assert "at most 1826" in message
+
+
+def test_a_century_window_fails_when_the_dag_is_parsed_naming_max_window_days(
+    tmp_path: Path,
+) -> None:
+    from datetime import date
+
+    days = (date(2025, 1, 2) - date(1925, 1, 1)).days
+    window = {"session_end_from": "1925-01-01", "session_end_until": "2025-01-02"}
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(task_id="extract", output_path=local_output(tmp_path), **window)
+    message = str(info.value)
+    assert f"spans {days:,} days" in message
+    assert "more than max_window_days=3660" in message
+    assert "typo" in message
+    assert f"pass max_window_days={days} (or more)" in message
+    # Raised on purpose, the same window is accepted.
+    op = RealizedTrainingsOperator(
+        task_id="extract", output_path=local_output(tmp_path), max_window_days=days, **window
+    )
+    assert op.max_window_days == days
+
+
+def test_the_lookback_counts_in_max_window_days(tmp_path: Path) -> None:
+    window = {"session_end_from": "2025-03-01", "session_end_until": "2025-03-02"}
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(
+            task_id="extract", output_path=local_output(tmp_path), lookback_days=3660, **window
+        )
+    message = str(info.value)
+    assert "with lookback_days=3660" in message
+    assert "spans 3,661 days" in message
+    assert "max_window_days=3660" in message
+    RealizedTrainingsOperator(
+        task_id="extract",
+        output_path=local_output(tmp_path),
+        lookback_days=3660,
+        max_window_days=3661,
+        **window,
+    )
+
+
+def test_a_rendered_century_window_fails_before_any_request(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag(first="1925-03-10", last="2025-03-11")
+    op = RealizedTrainingsOperator(
+        task_id="extract",
+        output_path=local_output(tmp_path),
+        session_end_from="{{ params.first }}",
+        session_end_until="{{ params.last }}",
+    )
+    context = make_context(dag)
+    op.render_template_fields(context)
+    with pytest.raises(LuccaConfigError, match="max_window_days=3660"):
+        op.execute(context)
+    assert lucca_conn.stats()["requests"] == 0
+    assert not (tmp_path / "lucca").exists()
+
+
+def test_a_data_interval_longer_than_max_window_days_fails_before_any_request(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    dag = make_dag()
+    op = RealizedTrainingsOperator(task_id="extract", output_path=local_output(tmp_path))
+    context = make_context(dag, "1925-01-01T00:00:00Z", "2025-01-01T00:00:00Z")
+    with pytest.raises(LuccaConfigError, match="max_window_days=3660"):
+        op.execute(context)
+    assert lucca_conn.stats()["requests"] == 0
+    assert not (tmp_path / "lucca").exists()
+
+
+@pytest.mark.parametrize("value", [0, -1, 10**9, "3660", True, 3660.0])
+def test_an_invalid_max_window_days_fails_when_the_dag_is_parsed(
+    tmp_path: Path, value: object
+) -> None:
+    with pytest.raises(LuccaConfigError) as info:
+        RealizedTrainingsOperator(
+            task_id="extract", output_path=local_output(tmp_path), max_window_days=value
+        )
+    message = str(info.value)
+    assert f"Invalid max_window_days={value!r}" in message
+    assert "an integer from 1 to 109573" in message
+
+
+def test_date_windows_never_raise_overflow_error() -> None:
+    """Whatever the dates and the lookback, a typed error or a window: never OverflowError."""
+    from datetime import date, timedelta
+
+    from airflow_provider_lucca.extraction.window import DateWindow
+
+    earliest, end_limit = date(1900, 1, 1), date(2200, 1, 1)
+    days = [
+        date.min,
+        date(1899, 12, 31),
+        earliest,
+        date(1900, 1, 2),
+        date(2025, 3, 10),
+        date(2199, 12, 31),
+        end_limit,
+        date(2200, 1, 2),
+        date.max,
+    ]
+    lookbacks = [-(10**10), -1, 0, 1, 3660, 3661, 10**6, 10**10, 10**100]
+    for start in days:
+        for end in days:
+            if not earliest <= start < end <= end_limit:
+                with pytest.raises(LuccaConfigError, match=r"session_end_(from|until)"):
+                    DateWindow(start, end)
+                continue
+            window = DateWindow(start, end)
+            assert window.request_bounds == (start - timedelta(days=1), end)
+            for lookback in lookbacks:
+                if 0 <= lookback <= min(3660, (start - earliest).days):
+                    extended = window.with_lookback(lookback)
+                    assert (extended.start, extended.end) == (start - timedelta(lookback), end)
+                    assert extended.request_bounds[0] >= date(1899, 12, 31)
+                else:
+                    with pytest.raises(LuccaConfigError, match="lookback_days"):
+                        window.with_lookback(lookback)

@@ -65,12 +65,6 @@ def validate_date(name: str, value: object) -> date | None:
     raise _bad(name, value, "a real calendar date as 'YYYY-MM-DD'")
 
 
-def validate_page_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-        raise _bad("page_size", value, "an integer from 1 to 100")
-    return value
-
-
 def realized_trainings_params(
     *,
     owner_ids: object = None,

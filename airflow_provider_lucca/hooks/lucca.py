@@ -7,9 +7,13 @@ All HTTP behaviour (retries, pacing, paging, typed errors) lives in
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import math
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -26,10 +30,26 @@ from airflow_provider_lucca.client import (
     Page,
     RetryPolicy,
 )
+from airflow_provider_lucca.client.config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_TIMEOUT,
+    MAX_RETRIES_RANGE,
+    PAGE_SIZE_RANGE,
+    REQUESTS_PER_MINUTE_RANGE,
+    TIMEOUT_RANGE,
+)
 from airflow_provider_lucca.client.query import QueryParams
 
-#: The UI's Test button should answer within seconds, not walk the whole retry budget.
+#: The UI's Test button should answer within seconds, not walk the whole retry budget. It keeps
+#: the connection's other settings (timeout included): it tests what the tasks will use.
 TEST_RETRY_POLICY = RetryPolicy(max_attempts=2, backoff_base=0.5, max_total_seconds=20.0)
+
+#: Every key the connection's extra may hold; any other is refused (a typo would otherwise keep the
+#: default of the setting meant, silently).
+EXTRA_KEYS = ("allow_plain_http", "max_retries", "page_size", "requests_per_minute", "timeout")
+_EXTRA_EXAMPLE = '{"requests_per_minute": 50, "page_size": 100, "timeout": 30, "max_retries": 5}'
 
 
 class LuccaHook(BaseHook):
@@ -37,7 +57,9 @@ class LuccaHook(BaseHook):
 
     The connection's Host is the account URL (``https://acme.ilucca.net``), its Password the API
     key; extras ``requests_per_minute``, ``page_size``, ``timeout``, ``max_retries`` and
-    ``allow_plain_http`` tune the client (see the README).
+    ``allow_plain_http`` tune the client (see the README). Everything is checked before any
+    request, against the bounds of :mod:`airflow_provider_lucca.client.config`; an extra that is
+    not a JSON object, or holds another key, is refused rather than ignored.
 
     :param lucca_conn_id: the Airflow connection id.
     :param retry_policy: overrides the policy built from the connection's ``max_retries``.
@@ -71,15 +93,18 @@ class LuccaHook(BaseHook):
             raise LuccaConfigError(
                 f"Connection {self.lucca_conn_id!r} has no Password: set it to the Lucca API key."
             )
-        extra = conn.extra_dejson
+        extra = self._extra(conn.extra)
         settings: dict[str, Any] = {
-            "requests_per_minute": self._extra_int(extra, "requests_per_minute", 50, minimum=0),
-            "page_size": self._extra_int(extra, "page_size", 100, minimum=1, maximum=100),
-            "timeout": self._extra_int(extra, "timeout", 30, minimum=1),
+            "requests_per_minute": self._extra_int(
+                extra, "requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE, REQUESTS_PER_MINUTE_RANGE
+            ),
+            "page_size": self._extra_int(extra, "page_size", DEFAULT_PAGE_SIZE, PAGE_SIZE_RANGE),
+            "timeout": self._extra_seconds(extra, "timeout", DEFAULT_TIMEOUT, TIMEOUT_RANGE),
             "allow_plain_http": self._extra_bool(extra, "allow_plain_http"),
             "retry": self._retry_policy
             or RetryPolicy(
-                max_attempts=1 + self._extra_int(extra, "max_retries", 5, minimum=0, maximum=20)
+                max_attempts=1
+                + self._extra_int(extra, "max_retries", DEFAULT_MAX_RETRIES, MAX_RETRIES_RANGE)
             ),
         }
         try:
@@ -111,10 +136,9 @@ class LuccaHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Back the UI's Test button with one ``limit=1`` request and an actionable message."""
         try:
-            config = self.client_config
+            config = self.client_config  # validated as for a task: a bad setting fails the test
             with LuccaClient(
-                dataclasses.replace(config, retry=TEST_RETRY_POLICY, timeout=10.0),
-                logger=self.log,
+                dataclasses.replace(config, retry=TEST_RETRY_POLICY), logger=self.log
             ) as client:
                 count = client.check()
         except LuccaConfigError as exc:
@@ -130,7 +154,7 @@ class LuccaHook(BaseHook):
                 "role access to Lucca Training in the API keys admin."
             )
         except LuccaRetriesExhaustedError as exc:
-            return False, _explain_transport(exc, self.client_config.base_url)
+            return False, _explain_transport(exc, config)
         except LuccaAPIError as exc:
             return False, str(exc)
         except LuccaError as exc:
@@ -138,24 +162,70 @@ class LuccaHook(BaseHook):
         shown = "an unknown number of" if count is None else str(count)
         return True, f"Connected to {config.base_url}: {shown} realized trainings visible."
 
+    def _extra(self, raw: object) -> dict[str, Any]:
+        """The extra as a JSON object of known keys, read from the raw text.
+
+        ``conn.extra_dejson`` logs text that is not JSON and returns ``{}``, which would run the
+        hook with the defaults (no pacing settings) without a word; a JSON list breaks ``.get``.
+        """
+        where = f"Connection {self.lucca_conn_id!r}: extra must be a JSON object"
+        expected = f"e.g. {_EXTRA_EXAMPLE}, or empty"
+        if isinstance(raw, dict):  # not from Airflow's Connection, whose extra is text
+            extra: object = raw
+        elif raw is None or (isinstance(raw, str) and not raw.strip()):
+            return {}
+        elif isinstance(raw, str):
+            try:
+                extra = json.loads(raw)
+            except ValueError as exc:
+                # The position only: the text itself is not echoed.
+                raise LuccaConfigError(
+                    f"{where}, {expected}; it is not JSON (line {getattr(exc, 'lineno', '?')}, "
+                    f"column {getattr(exc, 'colno', '?')}). Keys and strings take double quotes."
+                ) from None
+        else:
+            extra = raw
+        if extra is None:  # JSON null: no extra
+            return {}
+        if not isinstance(extra, dict):
+            kind = {list: "a list", str: "a string", bool: "a boolean", int: "a number"}
+            shown = kind.get(type(extra), "a number" if isinstance(extra, float) else "not one")
+            raise LuccaConfigError(f"{where}, {expected}; it is {shown}.")
+        for key in extra:
+            if key not in EXTRA_KEYS:
+                raise LuccaConfigError(
+                    f"Connection {self.lucca_conn_id!r}: unknown extra key {key!r}"
+                    f"{_did_you_mean(str(key))}; known keys: {', '.join(EXTRA_KEYS)}."
+                )
+        return extra
+
     def _extra_int(
-        self,
-        extra: dict[str, Any],
-        name: str,
-        default: int,
-        *,
-        minimum: int,
-        maximum: int | None = None,
+        self, extra: dict[str, Any], name: str, default: int, bounds: tuple[int, int]
     ) -> int:
         raw = extra.get(name)
         if raw is None or raw == "":
             return default
         value = _as_int(raw)
-        if value is None or value < minimum or (maximum is not None and value > maximum):
-            bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        low, high = bounds
+        if value is None or not low <= value <= high:
             raise LuccaConfigError(
-                f"Connection {self.lucca_conn_id!r}: extra {name}={raw!r} is invalid, expected an "
-                f"integer {bounds}."
+                f"Connection {self.lucca_conn_id!r}: extra {name}={_shown(raw)} is invalid, "
+                f"expected an integer from {low} to {high}."
+            )
+        return value
+
+    def _extra_seconds(
+        self, extra: dict[str, Any], name: str, default: float, bounds: tuple[float, float]
+    ) -> float:
+        raw = extra.get(name)
+        if raw is None or raw == "":
+            return default
+        value = _as_number(raw)
+        low, high = bounds
+        if value is None or not low <= value <= high:
+            raise LuccaConfigError(
+                f"Connection {self.lucca_conn_id!r}: extra {name}={_shown(raw)} is invalid, "
+                f"expected a number of seconds from {low:g} to {high:g}."
             )
         return value
 
@@ -168,35 +238,79 @@ class LuccaHook(BaseHook):
         if str(raw).strip().lower() in ("false", "0", "no", "", "none"):
             return False
         raise LuccaConfigError(
-            f"Connection {self.lucca_conn_id!r}: extra {name}={raw!r} is invalid, "
+            f"Connection {self.lucca_conn_id!r}: extra {name}={_shown(raw)} is invalid, "
             "expected true or false."
         )
 
 
-def _as_int(raw: object) -> int | None:
-    """An int from JSON or form values (``5``, ``"5"``, ``5.0``); None for anything else."""
+def _did_you_mean(key: str) -> str:
+    """A hint for typos (``request_per_minute``), case slips and Airflow 2 ``extra__lucca__*``."""
+    candidate = key.lower().removeprefix("extra__lucca__")
+    if candidate in EXTRA_KEYS:
+        return f" (did you mean {candidate!r}?)"
+    close = difflib.get_close_matches(candidate, EXTRA_KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _shown(raw: object) -> str:
+    shown = repr(raw)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _as_number(raw: object) -> float | None:
+    """A finite number from JSON or form values (``30``, ``"2.5"``); None for anything else."""
     if isinstance(raw, bool):
         return None
     try:
         number = float(str(raw).strip())
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    return int(number) if number.is_integer() else None
+    return number if math.isfinite(number) else None
+
+
+def _as_int(raw: object) -> int | None:
+    """An int from JSON or form values (``5``, ``"5"``, ``5.0``); None for anything else."""
+    number = _as_number(raw)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def _with_scheme(conn: Any) -> str:
-    """A Host without scheme: use the connection's schema field if it says http(s), else https."""
+    """A Host without scheme: use the connection's schema field if it says http(s), else https.
+
+    The Port field applies here only (a Host with a scheme carries its own port, if any). 0 means
+    no port: Airflow 3.3.2's UI sends it for a connection without one.
+    """
     scheme = conn.schema if conn.schema in ("http", "https") else "https"
-    port = f":{conn.port}" if conn.port else ""
-    return f"{scheme}://{conn.host}{port}"
+    host = conn.host.strip()
+    port = conn.port
+    if port is None or port == 0:
+        return f"{scheme}://{host}"
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise LuccaConfigError(
+            f"its Port field is {port!r}: expected a port from 1 to 65535, or empty for the "
+            "scheme's default (or put the port in the account URL, e.g. https://acme.ilucca.net)."
+        )
+    try:
+        own = urlsplit(f"{scheme}://{host}").port
+    except ValueError:
+        own = None  # a malformed port in the Host: normalize_base_url says what is wrong
+    if own is not None and own != port:
+        raise LuccaConfigError(
+            f"its Host {host!r} has its own port {own} and its Port field is {port}: keep one."
+        )
+    return f"{scheme}://{host}" if own is not None else f"{scheme}://{host}:{port}"
 
 
-def _explain_transport(exc: LuccaRetriesExhaustedError, base_url: str) -> str:
+def _explain_transport(exc: LuccaRetriesExhaustedError, config: ClientConfig) -> str:
     cause = exc.__cause__
+    base_url = config.base_url
     if isinstance(cause, requests.exceptions.ConnectTimeout):
         return f"Timed out connecting to {base_url}: check the account URL and the network route."
     if isinstance(cause, requests.Timeout):
-        return f"{base_url} did not answer within 10 s: Lucca may be slow, try again later."
+        return (
+            f"{base_url} did not answer within {config.timeout:g} s (the connection's timeout): "
+            "Lucca may be slow, try again later."
+        )
     if isinstance(cause, requests.ConnectionError):
         return (
             f"Cannot reach {base_url}: check the account URL (unknown host or refused connection)."

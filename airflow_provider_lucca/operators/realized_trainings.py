@@ -71,6 +71,7 @@ class RealizedTrainingsOperator(BaseOperator):
         lookback_days: int = 0,
         file_format: str = "jsonl",
         fail_on_count_mismatch: bool = True,
+        max_window_days: int = DateWindow.DEFAULT_MAX_WINDOW_DAYS,
         **kwargs: Any,
     ) -> None:
         if (
@@ -92,14 +93,9 @@ class RealizedTrainingsOperator(BaseOperator):
         self.fail_on_count_mismatch = fail_on_count_mismatch
         # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
         # checked now, the rest again after rendering.
-        if (
-            not isinstance(lookback_days, int)
-            or isinstance(lookback_days, bool)
-            or lookback_days < 0
-        ):
-            raise LuccaConfigError(
-                f"Invalid lookback_days={lookback_days!r}: expected an integer >= 0."
-            )
+        DateWindow.validate_lookback_days(lookback_days)
+        # The longest window (lookback included) a run may extract; see _window.
+        self.max_window_days = DateWindow.validate_max_window_days(max_window_days)
         if file_format not in ("jsonl", "parquet"):
             raise LuccaConfigError(
                 f"Invalid file_format={file_format!r}: expected 'jsonl' or 'parquet'."
@@ -167,14 +163,21 @@ class RealizedTrainingsOperator(BaseOperator):
     ) -> DateWindow | None:
         bounds = (self.session_end_from, self.session_end_until)
         unset = [bound in (None, "") for bound in bounds]
+        window: DateWindow | None
         if all(unset):
-            return _window_from_context(context) if context is not None else None
-        if any(unset):
+            window = _window_from_context(context) if context is not None else None
+        elif any(unset):
             raise LuccaConfigError(
                 "Set both session_end_from and session_end_until, or neither to use the run's "
                 f"data interval (got {bounds[0]!r} and {bounds[1]!r})."
             )
-        return DateWindow.parse(*bounds) if all(map(ready, bounds)) else None
+        else:
+            window = DateWindow.parse(*bounds) if all(map(ready, bounds)) else None
+        if window is not None:
+            # Dates are within 1900..2199 (DateWindow); the lookback must stay there too, and the
+            # whole extracted span within max_window_days, so a century typo fails here.
+            window.check_span(self.lookback_days, self.max_window_days)
+        return window
 
 
 def _window_from_context(context: Context) -> DateWindow:
