@@ -27,6 +27,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_lucca.client import ClientConfig, LuccaClient
 from airflow_provider_lucca.extraction import commit
+from airflow_provider_lucca.extraction.lock import DEFAULT_LOCK_LEASE, LockPolicy
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -60,13 +61,13 @@ def install(point: str, marker: str) -> None:
             hold(marker)
         copyfileobj(source, sink, length)
 
-    def write_manifest(path: Any, data: bytes, local: bool) -> None:
+    def write_manifest(path: Any, data: bytes) -> None:
         calls["manifest"] += 1
         if (point == "before-manifest" and calls["manifest"] == 1) or (
             point == "mid-manifests" and calls["manifest"] == 2
         ):
             hold(marker)
-        write_whole(path, data, local)
+        write_whole(path, data)
 
     def remove_unlisted(directory: Any, keep: set[str]) -> None:
         hold(marker)
@@ -86,7 +87,11 @@ def main(spec: dict[str, str]) -> None:
     )
     with LuccaClient(config) as client:
         extract_realized_trainings(
-            client, request, ObjectStoragePath(spec["output"]), log=logging.getLogger("child")
+            client,
+            request,
+            ObjectStoragePath(spec["output"]),
+            log=logging.getLogger("child"),
+            lock_policy=LockPolicy(lease=float(spec.get("lease", DEFAULT_LOCK_LEASE))),
         )
     sys.exit("crash_child: the extraction finished without reaching the crash point")
 

@@ -32,6 +32,7 @@ from airflow_provider_lucca.client import (
     LuccaResponseError,
 )
 from airflow_provider_lucca.extraction import commit
+from airflow_provider_lucca.extraction.errors import LuccaDataChangedError, LuccaStorageError
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -336,17 +337,52 @@ def shifted_page(client: LuccaClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client, "paginate", shifting)
 
 
-def test_a_page_shift_that_loses_a_record_fails_and_commits_nothing(
-    client: LuccaClient, out: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+def test_a_page_shift_on_every_read_fails_after_the_rereads_and_commits_nothing(
+    sandbox: SandboxServer,
+    client: LuccaClient,
+    out: ObjectStoragePath,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     extract(client, out, "2025-03-01", "2025-04-01")
     before = manifests(out)
     shifted_page(client, monkeypatch)
+    sandbox.reset_stats()
 
-    with pytest.raises(LuccaResponseError, match=r"1 of them repeated\) but Lucca reported"):
+    with pytest.raises(
+        LuccaDataChangedError,
+        match=r"each of 3 reads .* 1 records were served twice and 1 never.*Nothing was committed",
+    ):
         extract(client, out, "2025-03-01", "2025-04-01")
 
     assert manifests(out) == before
+    assert sandbox.stats()["requests"] == 3 * 2  # three reads of two pages, then it gave up
+
+
+def test_a_page_shift_in_one_read_is_healed_by_reading_again(
+    sandbox: SandboxServer,
+    client: LuccaClient,
+    out: ObjectStoragePath,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = client.paginate
+    reads = 0
+
+    def shifting_once(path: str, params: Any) -> Iterator[Any]:
+        nonlocal reads
+        reads += 1
+        last: dict[str, Any] | None = None
+        for page in original(path, params):
+            items = page.items
+            if reads == 1 and page.number == 2 and last is not None:
+                items = [last, *items[1:]]
+            last = items[-1]
+            yield dataclasses.replace(page, items=items)
+
+    monkeypatch.setattr(client, "paginate", shifting_once)
+    summary = extract(client, out, "2025-03-01", "2025-04-01")
+    assert summary["reads"] == 2
+    assert summary["duplicates_dropped"] == 0
+    assert read_dataset(out) == expected(sandbox, "2025-03-01", "2025-04-01")
 
 
 def odd_id(n: int, **fields: Any) -> dict[str, Any]:
@@ -513,32 +549,30 @@ def test_failure_between_parts_and_manifests_keeps_previous_data_readable(
     original = commit.write_whole
     calls = 0
 
-    def dies_once(path: Any, data: bytes, local: bool) -> None:
+    def dies_once(path: Any, data: bytes) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise OSError("injected: the worker died before the first manifest")
-        original(path, data, local)
+            raise OSError("injected: the store failed on the first manifest")
+        original(path, data)
 
     monkeypatch.setattr(commit, "write_whole", dies_once)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(LuccaStorageError, match=r"failed while writing manifests.*injected") as info:
         extract(client, out, start, until)
-    assert calls == 1
+    assert calls == 2  # the failed manifest, then putting the day's previous one back
+    assert info.value.phase == "manifests"
+    assert info.value.committed_days == ()
+    assert "no day changed" in str(info.value)
 
-    # Readers still see the previous, complete data: every manifest and listed file intact.
+    # Readers still see the previous, complete data: every manifest and listed file intact, and
+    # the failed run removed its own parts, so a reader that lists files sees no extra rows.
     assert read_dataset(out) == old_data
-    now = tree(out)
-    assert {name: now[name] for name in old_manifests} == old_manifests
-    assert all(now[name] == data for name, data in old_tree.items())
-    orphans = set(now) - set(old_tree)
-    assert orphans, "the injected failure did not happen after the parts were written"
-    assert not any(name.endswith(MANIFEST) for name in orphans)
+    assert tree(out) == old_tree
 
     monkeypatch.setattr(commit, "write_whole", original)
     extract(client, out, start, until)
     assert read_dataset(out) == expected(sandbox, start, until)
     assert_only_listed_files(out)
-    assert not orphans & set(tree(out))
 
 
 # --------------------------------------------------------------------------- completeness

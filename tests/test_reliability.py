@@ -40,6 +40,7 @@ from airflow_provider_lucca.client import (
     LuccaRetriesExhaustedError,
     RetryPolicy,
 )
+from airflow_provider_lucca.extraction.lock import LockPolicy
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -53,6 +54,7 @@ LOG = logging.getLogger("tests.reliability")
 SANDBOX_KEY = "sandbox-api-key"
 MANIFEST = "_manifest.json"
 CRASH_CHILD = Path(__file__).resolve().parent / "crash_child.py"
+LEASE = 5.0  # the killed run's lock lease: the re-run waits at most this long
 
 
 # --------------------------------------------------------------------------- helpers
@@ -99,11 +101,13 @@ def dataset_at(root: Path) -> ObjectStoragePath:
     return ObjectStoragePath(f"file://{root}")
 
 
-def extract(client: LuccaClient, root: Path, start: str, until: str) -> dict[str, Any]:
+def extract(
+    client: LuccaClient, root: Path, start: str, until: str, **options: Any
+) -> dict[str, Any]:
     request = ExtractionRequest(
         window=DateWindow(date.fromisoformat(start), date.fromisoformat(until))
     )
-    return extract_realized_trainings(client, request, dataset_at(root), log=LOG)
+    return extract_realized_trainings(client, request, dataset_at(root), log=LOG, **options)
 
 
 def days(start: str, until: str) -> list[str]:
@@ -407,8 +411,14 @@ def wait_for(marker: Path, child: subprocess.Popen[bytes], log: Path, timeout: f
     "point", ["mid-part", "before-manifest", "mid-manifests", "before-cleanup"]
 )
 def test_sigkill_during_commit_keeps_readers_on_complete_data_and_the_rerun_heals(
-    sandbox: SandboxServer, tmp_path: Path, point: str
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    point: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The killed run also leaves its dataset lock and its local spool: the re-run waits for the
+    lock's lease to run out, takes the lock over, and removes the dead run's spool."""
     start, until = "2025-04-01", "2025-04-08"
     root = tmp_path / "dataset"
     with fast_client(sandbox.url, page_size=100) as client:
@@ -440,6 +450,7 @@ def test_sigkill_during_commit_keeps_readers_on_complete_data_and_the_rerun_heal
         "until": until,
         "point": point,
         "marker": str(marker),
+        "lease": LEASE,
     }
     with open(log, "wb") as output:
         child = subprocess.Popen(
@@ -469,8 +480,16 @@ def test_sigkill_during_commit_keeps_readers_on_complete_data_and_the_rerun_heal
         assert seen == new
         assert unlisted_files(root), "the previous run's parts should still be on disk"
 
+    assert (root / "_lock.json").exists(), "the killed run should still hold the lock"
+    assert next(path.name for path in spool.iterdir()).startswith("lucca-extract-")
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    waited = time.monotonic()
     with fast_client(sandbox.url, page_size=100) as client:
-        extract(client, root, start, until)
+        extract(client, root, start, until, lock_policy=LockPolicy(timeout=60, lease=5, poll=0.1))
+    waited = time.monotonic() - waited
+    assert "Taking over the dataset lock" in caplog.text
+    assert waited < 30
+    assert list(spool.iterdir()) == [], "the dead run's spool directory was not removed"
     assert read_dataset(root) == new
     assert unlisted_files(root) == []
     assert sorted(path.name for path in root.iterdir()) == [

@@ -8,7 +8,8 @@ A reader that follows ``_manifest.json`` never sees a mix of two runs or a parti
 3. only then are files that the manifest does not list deleted.
 
 A run that dies before step 2 leaves the previous manifest valid; its orphan parts are removed by
-the next run's step 3.
+the next run's step 3 or by :func:`sweep_unlisted`. A run that fails (rather than dies) cleans up
+after itself, see :func:`commit_partitions`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
+
+from airflow_provider_lucca.client.client import Logger
+from airflow_provider_lucca.extraction.errors import LuccaLockError, LuccaStorageError
+from airflow_provider_lucca.extraction.storage import is_local, list_fresh, read_fresh, write_whole
 
 PARTITION_KEY = "session_end_on"
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
-LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 @dataclass(frozen=True)
@@ -72,47 +77,178 @@ def describe_local_file(local_path: str, name: str, records: int) -> PartFile:
 
 
 def commit_partitions(
-    base: Any, staged: list[StagedPartition], manifest_fields: dict[str, Any]
+    base: Any,
+    staged: list[StagedPartition],
+    manifest_fields: dict[str, Any],
+    *,
+    lock: LockGuard | None = None,
+    log: Logger | None = None,
 ) -> None:
-    """Apply the three steps to every partition of a run, each step for all days before the next,
-    so that a failure while uploading leaves every day on its previous manifest."""
-    local = base.protocol in LOCAL_PROTOCOLS
-    for partition in staged:
-        target = partition_dir(base, partition.day)
-        if local:
-            target.mkdir(parents=True, exist_ok=True)
-        for part in partition.parts:
-            with open(part.local_path, "rb") as source, (target / part.name).open("wb") as sink:
-                shutil.copyfileobj(source, sink, 1024 * 1024)
-    for partition in staged:
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "partition": {PARTITION_KEY: partition.day.isoformat()},
-            "record_count": partition.records,
-            "duplicates_dropped": partition.duplicates,
-            "files": [part.describe() for part in partition.parts],
-            **manifest_fields,
-        }
-        write_whole(partition_dir(base, partition.day) / MANIFEST_NAME, _dump(manifest), local)
-    for partition in staged:
-        keep = {MANIFEST_NAME, *(part.name for part in partition.parts)}
-        remove_unlisted(partition_dir(base, partition.day), keep)
+    """Apply the three steps to every partition of a run, each step for all days before the next.
+
+    The window is all-or-nothing for manifest readers as far as the store allows: a failure while
+    uploading parts changes no manifest; a failure while writing manifests puts back the manifests
+    the run replaced (or removes the ones it created); in both cases the run's own parts are
+    removed. Only a failure of that restoration itself (the store is down), or a process killed
+    between two manifests, leaves days on this run's manifests beside days on the previous ones.
+
+    :param lock: checked before each phase and between manifests; a lost lock stops the commit.
+    :raises LuccaStorageError: naming the phase and the days left on this run's manifests.
+    """
+    guard = lock or _NoLock()
+    uploaded: list[Any] = []
+    try:
+        guard.verify()
+        for partition in staged:
+            target = partition_dir(base, partition.day)
+            if is_local(base):
+                target.mkdir(parents=True, exist_ok=True)
+            for part in partition.parts:
+                uploaded.append(target / part.name)
+                with open(part.local_path, "rb") as source, (target / part.name).open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1024 * 1024)
+        previous = {partition.day: read_manifest_bytes(base, partition.day) for partition in staged}
+        guard.verify()
+    except Exception as exc:
+        left = _remove_quietly(uploaded, log)
+        if isinstance(exc, LuccaLockError):
+            raise
+        raise _storage_error("parts", exc, base, (), _parts_note(len(uploaded), left)) from exc
+
+    written: list[date] = []
+    try:
+        for partition in staged:
+            guard.check()
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "partition": {PARTITION_KEY: partition.day.isoformat()},
+                "record_count": partition.records,
+                "duplicates_dropped": partition.duplicates,
+                "files": [part.describe() for part in partition.parts],
+                **manifest_fields,
+            }
+            written.append(partition.day)
+            write_whole(partition_dir(base, partition.day) / MANIFEST_NAME, _dump(manifest))
+    except Exception as exc:
+        if isinstance(exc, LuccaLockError):
+            # Another run may hold the lock now: restoring could overwrite its manifests.
+            raise _storage_error("manifests", exc, base, written, "") from exc
+        unrestored = _restore(base, previous, written, log)
+        note = (
+            "every day it had replaced was put back on its previous manifest"
+            if not unrestored
+            else f"restoring the previous manifests failed for {len(unrestored)} days"
+        )
+        if not unrestored:
+            left = _remove_quietly(uploaded, log)
+            note += "; " + _parts_note(len(uploaded), left)
+        raise _storage_error("manifests", exc, base, unrestored, note) from exc
+
+    try:
+        for partition in staged:
+            keep = {MANIFEST_NAME, *(part.name for part in partition.parts)}
+            remove_unlisted(partition_dir(base, partition.day), keep)
+    except Exception as exc:
+        raise _storage_error(
+            "cleanup",
+            exc,
+            base,
+            [partition.day for partition in staged],
+            "the whole window is committed, but files its manifests do not list remain under "
+            "the prefix until the next run of these days or a sweep removes them",
+        ) from exc
 
 
-def write_whole(path: Any, data: bytes, local: bool) -> None:
-    """Make ``data`` visible at ``path`` all at once, never as a truncated object."""
-    if not local:
-        path.write_bytes(data)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.tmp"
-    temporary.write_bytes(data)
-    os.replace(temporary.path, path.path)
+class LockGuard(Protocol):
+    def verify(self) -> None: ...
+
+    def check(self) -> None: ...
+
+
+class _NoLock:
+    def verify(self) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+
+def read_manifest_bytes(base: Any, day: date) -> bytes | None:
+    try:
+        return read_fresh(partition_dir(base, day) / MANIFEST_NAME)
+    except FileNotFoundError:
+        return None
+
+
+def _restore(
+    base: Any, previous: dict[date, bytes | None], written: list[date], log: Logger | None
+) -> list[date]:
+    """Put back each day's previous manifest (or remove a new one); return the days that failed."""
+    failed: list[date] = []
+    for day in written:
+        path = partition_dir(base, day) / MANIFEST_NAME
+        try:
+            data = previous[day]
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_whole(path, data)
+        except Exception as exc:
+            if log is not None:
+                log.warning("Could not restore the previous manifest of %s: %s", day, exc)
+            failed.append(day)
+    return failed
+
+
+def _remove_quietly(paths: list[Any], log: Logger | None) -> int:
+    """Best effort: delete this run's own part files; return how many could not be deleted."""
+    left = 0
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except Exception as exc:
+            left += 1
+            if log is not None:
+                log.warning("Could not remove %s after the failed commit: %s", path, exc)
+    return left
+
+
+def _parts_note(uploaded: int, left: int) -> str:
+    if not left:
+        return f"its {uploaded} uploaded part files were removed"
+    return (
+        f"{left} of its {uploaded} uploaded part files could not be removed (unlisted: readers "
+        "that follow manifests skip them; the next run of these days or a sweep removes them)"
+    )
+
+
+def _storage_error(
+    phase: str, exc: BaseException, base: Any, committed: Sequence[date], note: str
+) -> LuccaStorageError:
+    days = (
+        f"{len(committed)} days are on this run's manifests ({_days_text(committed)}), the "
+        "others on their previous ones"
+        if committed
+        else "no day changed: every manifest is the previous one"
+    )
+    return LuccaStorageError(
+        f"Writing the dataset {base} failed while writing {phase}: {type(exc).__name__}: "
+        f"{str(exc).rstrip('.')}. "
+        f"{days}{'; ' + note if note else ''}. Re-run the same window to commit it whole.",
+        phase=phase,
+        committed_days=committed,
+    )
+
+
+def _days_text(days: Sequence[date]) -> str:
+    if len(days) <= 4:
+        return ", ".join(day.isoformat() for day in days)
+    return f"{days[0]} .. {days[-1]}"
 
 
 def remove_unlisted(directory: Any, keep: set[str]) -> None:
     try:
-        entries = list(directory.iterdir())
+        entries = list_fresh(directory)
     except FileNotFoundError:
         return
     for entry in entries:
@@ -122,11 +258,8 @@ def remove_unlisted(directory: Any, keep: set[str]) -> None:
 
 def read_manifest(base: Any, day: date) -> dict[str, Any] | None:
     """The committed manifest of a day, or None if the day was never extracted."""
-    path = partition_dir(base, day) / MANIFEST_NAME
-    try:
-        return json.loads(path.read_bytes())  # type: ignore[no-any-return]
-    except FileNotFoundError:
-        return None
+    data = read_manifest_bytes(base, day)
+    return None if data is None else json.loads(data)
 
 
 def _dump(manifest: dict[str, Any]) -> bytes:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from airflow_provider_lucca import __version__
@@ -19,12 +19,18 @@ from airflow_provider_lucca.extraction.commit import (
     commit_partitions,
     describe_local_file,
 )
+from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
 from airflow_provider_lucca.extraction.formats import PartFormat, get_format
+from airflow_provider_lucca.extraction.ledger import Repeats
+from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
+from airflow_provider_lucca.extraction.scratch import scratch_directory
 from airflow_provider_lucca.extraction.spool import DaySpooler
 from airflow_provider_lucca.extraction.window import DateWindow
 
 DATASET = "lucca.realized_trainings"
 PROGRESS_LOG_SECONDS = 1.0
+DEFAULT_MAX_REREADS = 2
+MAX_REREADS = 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class ExtractionRequest:
     :param lookback_days: also re-extract that many days before ``window.start`` (late CSV imports).
     :param fail_on_count_mismatch: fail when the records received differ from the API's ``count``
         (False only warns).
+    :param max_rereads: how many times to read the window again when a read shows that the data
+        changed while paging (a record served on two days, a changing count).
     """
 
     window: DateWindow
@@ -44,6 +52,7 @@ class ExtractionRequest:
     training_ids: tuple[int, ...] | None = None
     file_format: str = "jsonl"
     fail_on_count_mismatch: bool = True
+    max_rereads: int = DEFAULT_MAX_REREADS
 
     @property
     def extracted_window(self) -> DateWindow:
@@ -64,12 +73,14 @@ def extract_realized_trainings(
     *,
     log: Logger,
     run_id: str | None = None,
+    lock_policy: LockPolicy | None = None,
 ) -> dict[str, Any]:
     """Stream the window from Lucca, stage daily part files locally, then commit every day.
 
-    Nothing is written to ``output`` until every page has arrived, the days are staged and the
-    count of distinct records checks out, so a failed extraction never replaces a committed
-    partition.
+    The run holds the dataset lock from before its first request to after its commit, so runs of
+    one dataset take turns. Nothing is written to ``output`` until a read of the window is
+    consistent (no record served twice, the count steady and matched by distinct records), so a
+    failed extraction never replaces a committed partition.
 
     :param output: an ``ObjectStoragePath`` (or anything with its interface): the dataset root.
     :return: a small summary for XCom (never the records).
@@ -77,25 +88,18 @@ def extract_realized_trainings(
     started = time.monotonic()
     part_format = get_format(request.file_format)
     extracted = request.extracted_window
-    after, before = extracted.request_bounds
-    pages = client.iter_realized_trainings(
-        owner_ids=request.owner_ids,
-        has_attended=request.has_attended,
-        training_ids=request.training_ids,
-        session_end_on_after=after,
-        session_end_on_before=before,
-    )
     requests_before, retries_before = client.stats.requests, client.stats.retries
     token = uuid.uuid4().hex[:12]
-    with tempfile.TemporaryDirectory(prefix="lucca-extract-") as workdir:
-        spooler = DaySpooler(extracted, workdir)
-        reported = _spool_pages(pages, spooler, log, started)
-        spooler.flush()
-        staged = [_stage_day(spooler, day, part_format, workdir, token) for day in extracted.days()]
-        duplicates = spooler.stats.outside_duplicates + sum(p.duplicates for p in staged)
-        _check_count(
-            reported, spooler.stats.received, duplicates, request.fail_on_count_mismatch, log
-        )
+    lock = DatasetLock(output, token, run_id=run_id, policy=lock_policy or LockPolicy(), log=log)
+    with lock, scratch_directory(log) as workdir:
+        read = _read_consistently(client, request, workdir, log, started, lock)
+        spooler = read.spooler
+        exclude = read.superseded() if read.repeats.moved else {}
+        staged = [
+            _stage_day(spooler, day, part_format, workdir, token, exclude.get(day, set()))
+            for day in extracted.days()
+        ]
+        _check_count(read, request.fail_on_count_mismatch, log)
         extracted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest_fields = {
             "dataset": DATASET,
@@ -107,11 +111,11 @@ def extract_realized_trainings(
                 "lookback_days": request.lookback_days,
             },
             "filters": request.filters(),
-            "api": {"reported_count": reported, "received": spooler.stats.received},
+            "api": {"reported_count": read.reported, "received": spooler.stats.received},
             "run": {"token": token, "run_id": run_id, "extracted_at": extracted_at},
             "provider_version": __version__,
         }
-        commit_partitions(output, staged, manifest_fields)
+        commit_partitions(output, staged, manifest_fields, lock=lock, log=log)
 
     written = sum(partition.records for partition in staged)
     summary = {
@@ -128,9 +132,10 @@ def extract_realized_trainings(
         "partitions": {partition.day.isoformat(): partition.records for partition in staged},
         "records": written,
         "received": spooler.stats.received,
-        "reported_count": reported,
+        "reported_count": read.reported,
         "outside_window": spooler.stats.outside_window,
         "duplicates_dropped": sum(partition.duplicates for partition in staged),
+        "reads": read.number,
         "requests": client.stats.requests - requests_before,
         "retries": client.stats.retries - retries_before,
         "duration_seconds": round(time.monotonic() - started, 3),
@@ -149,20 +154,127 @@ def extract_realized_trainings(
     return summary
 
 
-def _spool_pages(
-    pages: Iterator[Any], spooler: DaySpooler, log: Logger, started: float
-) -> int | None:
-    """Spool every page; return the count the server reported (the same on every page)."""
+@dataclass
+class WindowRead:
+    """One pass over the window's pages, spooled, with what it reveals about its consistency."""
+
+    number: int
+    spooler: DaySpooler
+    reported: int | None
+    repeats: Repeats
+    count_change: str | None = None
+
+    @property
+    def distinct(self) -> int:
+        return self.spooler.stats.received - self.repeats.extra
+
+    def change(self) -> str | None:
+        """What shows that the data changed while paging, or None.
+
+        A record served on two days moved; a steady count with a repeated record and a missing
+        one is a page shift. A count that is merely wrong, with no repeat, is not a change: it is
+        left to :func:`_check_count`.
+        """
+        if self.count_change is not None:
+            return self.count_change
+        if self.repeats.moved:
+            return (
+                f"{len(self.repeats.moved)} records were served on two days "
+                f"({self.repeats.describe_moves()})"
+            )
+        if self.repeats.extra and self.reported is not None and self.distinct != self.reported:
+            missing = self.reported - self.distinct
+            return f"{self.repeats.extra} records were served twice and {missing} never"
+        return None
+
+    def superseded(self) -> dict[date, set[bytes]]:
+        """Per day, the spool keys of moved records to leave out: each one stays only on the day
+        it was served on last (used only when the user chose to commit an inconsistent read)."""
+        exclude: dict[date, set[bytes]] = {}
+        for record_id, days in self.repeats.moved.items():
+            for day in set(days) - {days[-1]}:
+                exclude.setdefault(day, set()).add(str(record_id).encode())
+        return exclude
+
+
+def _read_consistently(
+    client: LuccaClient,
+    request: ExtractionRequest,
+    workdir: str,
+    log: Logger,
+    started: float,
+    lock: DatasetLock,
+) -> WindowRead:
+    """Read the window until one read is consistent, at most ``1 + max_rereads`` times."""
+    reads = 1 + request.max_rereads
+    for number in range(1, reads + 1):
+        lock.check()
+        directory = os.path.join(workdir, f"read-{number}")
+        os.mkdir(directory)
+        read = _read_once(client, request, directory, number, log, started)
+        change = read.change()
+        if change is None:
+            return read
+        if number < reads:
+            log.warning(
+                "Lucca's data changed while read %d of %s was paging: %s. Reading the window "
+                "again (%d more reads allowed by max_rereads=%d).",
+                number,
+                request.extracted_window,
+                change,
+                reads - number,
+                request.max_rereads,
+            )
+            shutil.rmtree(directory)
+            continue
+        message = (
+            f"Lucca's data changed while paging in each of {reads} reads of "
+            f"{request.extracted_window}; in the last one {change}."
+        )
+        if request.fail_on_count_mismatch or read.count_change is not None:
+            raise LuccaDataChangedError(
+                f"{message} Nothing was committed. Re-run when imports into Lucca have settled, "
+                "or raise max_rereads."
+            )
+        log.warning(
+            "%s Committing it anyway because fail_on_count_mismatch=False: each moved record "
+            "only on the day it was served on last.",
+            message,
+        )
+        return read
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_once(
+    client: LuccaClient,
+    request: ExtractionRequest,
+    directory: str,
+    number: int,
+    log: Logger,
+    started: float,
+) -> WindowRead:
+    """Spool every page of one read; stop early if the reported count changes."""
+    after, before = request.extracted_window.request_bounds
+    pages = client.iter_realized_trainings(
+        owner_ids=request.owner_ids,
+        has_attended=request.has_attended,
+        training_ids=request.training_ids,
+        session_end_on_after=after,
+        session_end_on_before=before,
+    )
+    spooler = DaySpooler(request.extracted_window, directory)
     reported: int | None = None
+    count_change: str | None = None
     last_log = 0.0
     for page in pages:
         if page.number == 1:
             reported = page.count
         elif page.count != reported:
-            raise LuccaResponseError(
-                f"The reported count changed during the extraction ({reported} on page 1, "
-                f"{page.count} on page {page.number}): the data changed while paging; re-run."
+            count_change = (
+                f"the reported count changed from {reported} on page 1 to {page.count} on "
+                f"page {page.number}"
             )
+            break
         spooler.add(page.items)
         now = time.monotonic()
         if page.next_cursor is None or now - last_log >= PROGRESS_LOG_SECONDS:
@@ -173,26 +285,23 @@ def _spool_pages(
             log.info(
                 "Page %d: %d%s records received (%.0f records/s)", page.number, received, of, rate
             )
-    return reported
+    spooler.flush()
+    return WindowRead(number, spooler, reported, spooler.ledger.repeats(), count_change)
 
 
-def _check_count(
-    reported: int | None, received: int, duplicates: int, strict: bool, log: Logger
-) -> None:
-    """Distinct records received must equal the API's count.
-
-    Distinct, not received: when a record moves while paging, a page boundary repeats one record
-    and skips another, and the raw number of items still matches the count.
-    """
+def _check_count(read: WindowRead, strict: bool, log: Logger) -> None:
+    """Distinct records received, across the whole read, must equal the API's count."""
+    received, reported = read.spooler.stats.received, read.reported
     if reported is None:
         log.warning("Lucca did not report a count: completeness of %d records unchecked", received)
         return
-    distinct = received - duplicates
+    distinct = read.distinct
     if reported == distinct:
         return
+    repeated = read.repeats.extra
     message = (
         f"Received {distinct} records"
-        + (f" ({received} items, {duplicates} of them repeated)" if duplicates else "")
+        + (f" ({received} items, {repeated} of them repeated)" if repeated else "")
         + f" but Lucca reported count={reported} for the request"
     )
     if strict:
@@ -204,9 +313,14 @@ def _check_count(
 
 
 def _stage_day(
-    spooler: DaySpooler, day: Any, part_format: PartFormat, workdir: str, token: str
+    spooler: DaySpooler,
+    day: date,
+    part_format: PartFormat,
+    workdir: str,
+    token: str,
+    exclude: set[bytes],
 ) -> StagedPartition:
-    seen: set[bytes] = set()
+    seen: set[bytes] = set(exclude)
     duplicates = 0
 
     def unique() -> Iterator[list[bytes]]:

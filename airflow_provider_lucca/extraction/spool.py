@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any
 
 from airflow_provider_lucca.client.errors import LuccaResponseError
+from airflow_provider_lucca.extraction.ledger import IdLedger
 from airflow_provider_lucca.extraction.window import DateWindow
 
 FLUSH_BYTES = 4 * 1024 * 1024
@@ -33,7 +34,6 @@ class SpoolStats:
     received: int = 0
     kept: int = 0
     outside_window: int = 0
-    outside_duplicates: int = 0
 
 
 @dataclass
@@ -50,9 +50,9 @@ class DaySpooler:
     stats: SpoolStats = field(default_factory=SpoolStats)
 
     def __post_init__(self) -> None:
-        self._days = {day.isoformat(): day for day in self.window.days()}
+        self._days = {day.isoformat(): day.toordinal() for day in self.window.days()}
         self._buffers: dict[str, list[str]] = {}
-        self._outside_ids: set[object] = set()
+        self.ledger = IdLedger()
         self._buffered = 0
         self._path = os.path.join(self.directory, "days.spool")
         self._size = 0
@@ -64,22 +64,26 @@ class DaySpooler:
         days = self._days
         buffers = self._buffers
         stats = self.stats
+        ledger = self.ledger
         for record in records:
             stats.received += 1
-            key = record.get(DATE_FIELD)
-            if not isinstance(key, str) or key not in days:
-                self._check_outside(record, key)
+            key: Any = record.get(DATE_FIELD)
+            record_id = record.get("id")
+            ordinal = days.get(key) if isinstance(key, str) else None
+            if ordinal is None:
+                ordinal = self._outside_ordinal(record, key)
                 stats.outside_window += 1
-                self._note_outside_id(record.get("id"))
+                self._note_id(record_id, ordinal)
                 continue
             # The id as JSON: no tab or newline can break the spool line, and a record without
             # an id (missing or null) gets an empty key, so it is never taken for a duplicate.
-            # An int, the usual id, is its own JSON text: str() skips a call to the encoder.
-            record_id = record.get("id")
             if type(record_id) is int:
                 prefix = str(record_id)
+                ledger.add_int(record_id, ordinal)
             else:
                 prefix = "" if record_id is None else encode(record_id)
+                if prefix:
+                    ledger.add_key(prefix, ordinal)
             line = f"{prefix}\t{encode(record)}\n"
             lines = buffers.get(key)
             if lines is None:
@@ -90,12 +94,11 @@ class DaySpooler:
         if self._buffered >= self.flush_bytes:
             self.flush()
 
-    def _check_outside(self, record: dict[str, Any], value: object) -> None:
+    def _outside_ordinal(self, record: dict[str, Any], value: object) -> int:
         """A date outside the window is expected (superset bounds); a missing or bad one is not."""
         try:
             if isinstance(value, str) and len(value) == 10:
-                date.fromisoformat(value)
-                return
+                return date.fromisoformat(value).toordinal()
         except ValueError:
             pass
         raise LuccaResponseError(
@@ -103,18 +106,13 @@ class DaySpooler:
             "date: cannot place it in a partition."
         )
 
-    def _note_outside_id(self, record_id: object) -> None:
-        """Count repeats among the records dropped as outside the window.
-
-        They come from the one or two edge days of the superset request only, so a set of their
-        ids stays small; a repeat there is as much a sign of a shifting page as one inside.
-        """
-        if record_id is None or isinstance(record_id, (dict, list)):
-            return
-        if record_id in self._outside_ids:
-            self.stats.outside_duplicates += 1
-        else:
-            self._outside_ids.add(record_id)
+    def _note_id(self, record_id: object, ordinal: int) -> None:
+        """Records dropped as outside the window count too: a record that moves across the
+        window's edge while paging is as much a sign of a shifting page as one inside."""
+        if type(record_id) is int:
+            self.ledger.add_int(record_id, ordinal)
+        elif record_id is not None:
+            self.ledger.add_key(_ENCODE(record_id), ordinal)
 
     def flush(self) -> None:
         if not self._buffers:
