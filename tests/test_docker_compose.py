@@ -166,8 +166,10 @@ def sandbox_config(monkeypatch: pytest.MonkeyPatch) -> Any:
     spec = service("lucca-sandbox")
     words = argv(spec.get("command"))
     assert words[0] == "lucca-sandbox", words
-    # The parser reads its --api-key default from the environment: use the container's.
+    # The parser reads its --api-key and --admin-token defaults from the environment: use the
+    # container's, never the test runner's.
     monkeypatch.delenv("LUCCA_SANDBOX_API_KEY", raising=False)
+    monkeypatch.delenv("LUCCA_SANDBOX_ADMIN_TOKEN", raising=False)
     for key, value in env_of(spec).items():
         monkeypatch.setenv(key, value)
 
@@ -264,6 +266,27 @@ def test_lucca_sandbox_accepts_the_compose_command(monkeypatch: pytest.MonkeyPat
     assert config.records == 20000
     assert (config.start.isoformat(), config.end.isoformat()) == ("2024-01-01", "2026-12-31")
     assert config.requests_per_minute == 50
+
+
+def test_lucca_sandbox_is_exposed_on_purpose_with_its_own_key_and_admin_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0.0.0.0 needs --allow-remote and a non-default key; the admin token is set, not random."""
+    from airflow_provider_lucca.sandbox import DEFAULT_API_KEY
+
+    spec = service("lucca-sandbox")
+    assert "--allow-remote" in argv(spec["command"])
+    config = sandbox_config(monkeypatch)
+    assert config.allow_remote is True
+    assert config.api_key != DEFAULT_API_KEY
+    env = env_of(spec)
+    assert config.api_key == env["LUCCA_SANDBOX_API_KEY"]
+    # Passed explicitly, so it is known to whoever reconfigures the sandbox from the host.
+    assert config.admin_token == env["LUCCA_SANDBOX_ADMIN_TOKEN"]
+    assert config.admin_token
+    assert config.admin_token != config.api_key
+    # Published on the host's loopback only; the other containers use the compose network.
+    assert spec["ports"] == [f"127.0.0.1:{config.port}:{config.port}"]
 
 
 def test_sandbox_healthcheck_and_lucca_connection_work_against_the_compose_sandbox(

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,13 @@ from airflow_provider_lucca.sandbox import (
     FAULT_KINDS,
     FaultSchedule,
     RateLimiter,
+    RecordMove,
     SandboxConfig,
     SandboxServer,
     generate_records,
 )
 from airflow_provider_lucca.sandbox.__main__ import main
+from airflow_provider_lucca.sandbox.process import SandboxProcess
 
 API_KEY = "sandbox-api-key"
 START = date(2025, 1, 1)
@@ -105,6 +110,10 @@ def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
 
 def ids(records: list[dict[str, Any]]) -> list[int]:
     return [record["id"] for record in records]
+
+
+def admin_headers(server: SandboxServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.admin_token}"}
 
 
 # --------------------------------------------------------------------------- data
@@ -614,7 +623,7 @@ def test_every_fault_kind_is_tested() -> None:
 
 def test_admin_health_stats_and_reset(http: requests.Session) -> None:
     with sandbox(faults=FaultSchedule(at={1: "503"})) as server:
-        admin = requests.Session()  # no Authorization header: admin needs none
+        admin = requests.Session()  # GET health/stats need no token
         assert admin.get(server.url + "/_sandbox/health", timeout=10).json() == {"status": "ok"}
         assert get(server, http).status_code == 503
         assert get(server, http).status_code == 200
@@ -625,10 +634,14 @@ def test_admin_health_stats_and_reset(http: requests.Session) -> None:
             "by_status": {"200": 1, "401": 1, "503": 1},
             "faults": 1,
             "faults_by_kind": {"503": 1},
+            "moves_applied": 0,
             "records": 300,
         }
         assert stats == server.stats()
-        assert admin.post(server.url + "/_sandbox/reset-stats", timeout=10).status_code == 200
+        reset = admin.post(
+            server.url + "/_sandbox/reset-stats", headers=admin_headers(server), timeout=10
+        )
+        assert reset.status_code == 200
         assert server.stats()["requests"] == 0
         assert get(server, http).status_code == 503  # numbering restarted at 1
         server.reset_stats()
@@ -637,6 +650,7 @@ def test_admin_health_stats_and_reset(http: requests.Session) -> None:
             "by_status": {},
             "faults": 0,
             "faults_by_kind": {},
+            "moves_applied": 0,
             "records": 300,
         }
         assert_problem(admin.get(server.url + "/_sandbox/nope", timeout=10), 404)
@@ -646,6 +660,7 @@ def test_admin_config_over_http(http: requests.Session) -> None:
     with sandbox() as server:
         config_url = server.url + "/_sandbox/config"
         get(server, http)
+        token = admin_headers(server)
         answer = requests.post(
             config_url,
             json={
@@ -654,7 +669,10 @@ def test_admin_config_over_http(http: requests.Session) -> None:
                 "faults": {"at": {"2": "504"}, "rate": 0, "kinds": [], "seed": 1},
                 "slow_seconds": 0.1,
                 "redirect_url": "http://elsewhere.invalid",
+                "order": "end_date",
+                "moves": [{"id": server.records[0]["id"], "to": "2025-06-01", "after_request": 9}],
             },
+            headers=token,
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
@@ -663,13 +681,24 @@ def test_admin_config_over_http(http: requests.Session) -> None:
         assert effective["requests_per_minute"] == 100
         assert effective["faults"]["at"] == {"2": "504"}
         assert effective["redirect_url"] == "http://elsewhere.invalid"
+        assert effective["order"] == "end_date"
+        assert effective["moves"] == [
+            {"id": server.records[0]["id"], "to": ["2025-06-01"], "after_request": 9, "every": None}
+        ]
+        assert server.config.moves == (RecordMove(server.records[0]["id"], ("2025-06-01",), 9),)
         assert server.config.slow_seconds == 0.1
         assert get(server, http).status_code == 504  # request 2: numbering not reset
 
-        requests.post(config_url, json={"faults": None}, timeout=10).raise_for_status()
+        answer = requests.post(
+            config_url, json={"faults": None, "moves": []}, headers=token, timeout=10
+        )
+        answer.raise_for_status()
         assert server.config.faults is None
+        assert not server.config.moves
 
-        answer = requests.post(config_url, json={"seed": 5, "records": 50}, timeout=10)
+        answer = requests.post(
+            config_url, json={"seed": 5, "records": 50}, headers=token, timeout=10
+        )
         assert answer.json()["records"] == 50
         assert server.records == generate_records(5, 50, START, END)
         assert page_items(server, http, {"fields.root": "count"})["count"] == 50
@@ -690,15 +719,30 @@ def test_admin_config_over_http(http: requests.Session) -> None:
         {"add_records": [{"id": 0, "sessionEndsOn": "2025-01-01"}]},
         {"add_records": [{"id": 5}]},
         {"bounds": "inclusive", "records": -1},
+        {"order": "date"},
+        {"moves": {"id": 1, "to": "2025-01-05", "after_request": 1}},
+        {"moves": [{"id": 1, "to": "2025-01-05"}]},
+        {"moves": [{"id": 1, "to": "2025-01-05", "after_request": 0}]},
+        {"moves": [{"id": 1, "to": "2025-02-30", "after_request": 1}]},
+        {"moves": [{"id": 1, "to": [], "after_request": 1}]},
+        {"moves": [{"id": 1, "to": ["2025-01-05", "2025-01-06"], "after_request": 1}]},
+        {"moves": [{"id": 1, "to": "2025-01-05", "after_request": 1, "every": 0}]},
+        {"moves": [{"id": 1, "to": "2025-01-05", "after_request": 1, "when": 2}]},
+        {"moves": [{"id": 10**9, "to": "2025-01-05", "after_request": 1}]},
+        {"bounds": "inclusive", "moves": [{"id": 10**9, "to": "2025-01-05", "after_request": 1}]},
         [1, 2],
     ],
 )
 def test_admin_config_rejects_bad_settings(body: Any) -> None:
     with sandbox() as server:
         before = server.records
-        response = requests.post(server.url + "/_sandbox/config", json=body, timeout=10)
+        response = requests.post(
+            server.url + "/_sandbox/config", json=body, headers=admin_headers(server), timeout=10
+        )
         assert_problem(response, 400)
         assert server.config.bounds == "exclusive"  # nothing applied
+        assert server.config.order == "id"
+        assert server.config.moves == ()
         assert server.records is before
 
 
@@ -722,7 +766,10 @@ def test_data_changes_clear_the_filter_cache(http: requests.Session) -> None:
             "durationInHours": 2.35,
         }
         answer = requests.post(
-            server.url + "/_sandbox/config", json={"add_records": [late]}, timeout=10
+            server.url + "/_sandbox/config",
+            json={"add_records": [late]},
+            headers=admin_headers(server),
+            timeout=10,
         )
         assert answer.status_code == 200
         assert answer.json()["records"] == 499
@@ -768,6 +815,401 @@ def test_stop_closes_the_socket() -> None:
         requests.get(url, timeout=2)
 
 
+# --------------------------------------------------------------------------- order and moves
+
+FIVE_DAYS = (date(2025, 1, 1), date(2025, 1, 5))
+
+
+def by_end_date(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: (r["sessionEndsOn"], r["id"]))
+
+
+def test_end_date_order_pages_by_end_date_then_id(http: requests.Session) -> None:
+    with sandbox(records=1000, order="end_date") as server:
+        pages = follow(server, http, [])
+        assert [i for page in pages for i in ids(page)] == ids(by_end_date(server.records))
+        assert ids(server.records) == sorted(ids(server.records))  # the truth stays in id order
+        params = [("hasAttended", "true"), ("sessionEndOnBefore", "2025-07-01")]
+        expected = [
+            r
+            for r in by_end_date(server.records)
+            if r["hasAttended"] and r["sessionEndsOn"] < "2025-07-01"
+        ]
+        assert [i for page in follow(server, http, params) for i in ids(page)] == ids(expected)
+        server.configure(order="id")
+        assert [i for page in follow(server, http, []) for i in ids(page)] == ids(server.records)
+
+
+def issue_case(order: str) -> tuple[SandboxServer, dict[str, Any], dict[str, Any]]:
+    """250 records over five days; a day-1 record of page 1 moves to day 5 after page 1."""
+    records = generate_records(42, 250, *FIVE_DAYS)
+    ordered = by_end_date(records)
+    assert {r["sessionEndsOn"] for r in records} == {f"2025-01-0{d}" for d in range(1, 6)}
+    moved = ordered[10]
+    assert moved["sessionEndsOn"] == "2025-01-01"
+    boundary = ordered[100]  # first record of page 2 before the move
+    move = RecordMove.from_dict({"id": moved["id"], "to": ["2025-01-05"], "after_request": 1})
+    server = SandboxServer(
+        SandboxConfig(records=250, start=FIVE_DAYS[0], end=FIVE_DAYS[1], order=order, moves=[move])
+    )
+    return server, moved, boundary
+
+
+def test_a_record_moved_mid_run_shifts_end_date_pages(http: requests.Session) -> None:
+    """The integrity issue: offset cursors over a date order serve one record twice, lose one."""
+    server, moved, boundary = issue_case("end_date")
+    with server:
+        pages = follow(server, http, [])
+        served = [r for page in pages for r in page]
+        counts = Counter(ids(served))
+        assert [len(page) for page in pages] == [100, 100, 50]
+        assert counts[moved["id"]] == 2  # on page 1 (day 1) and again on page 3 (day 5)
+        assert {i for i, n in counts.items() if n > 1} == {moved["id"]}
+        assert set(ids(server.records)) - set(counts) == {boundary["id"]}  # exactly one lost
+        copies = [r for r in served if r["id"] == moved["id"]]
+        assert [r["sessionEndsOn"] for r in copies] == ["2025-01-01", "2025-01-05"]
+        assert copies[0] == moved
+        shifted = date.fromisoformat(moved["sessionStartsOn"]) + timedelta(days=4)
+        assert copies[1]["sessionStartsOn"] == shifted.isoformat()
+        assert {k: v for k, v in copies[1].items() if not k.startswith("session")} == {
+            k: v for k, v in moved.items() if not k.startswith("session")
+        }
+        # The truth reflects the move; the stats count it.
+        (truth,) = [r for r in server.records if r["id"] == moved["id"]]
+        assert truth == copies[1]
+        assert server.stats()["moves_applied"] == 1
+        assert server.stats()["requests"] == 3
+
+
+def test_the_same_move_loses_nothing_in_id_order(http: requests.Session) -> None:
+    server, moved, _boundary = issue_case("id")
+    with server:
+        served = [r for page in follow(server, http, []) for r in page]
+        assert ids(served) == ids(server.records)  # every record exactly once, none lost
+        (truth,) = [r for r in server.records if r["id"] == moved["id"]]
+        assert truth["sessionEndsOn"] == "2025-01-05"
+        assert server.stats()["moves_applied"] == 1
+
+
+def test_moves_repeat_every_k_requests_and_restart_with_reset_stats(
+    http: requests.Session,
+) -> None:
+    records = generate_records(42, 250, *FIVE_DAYS)
+    target = next(r for r in records if r["sessionEndsOn"] == "2025-01-02")
+    span = date.fromisoformat(target["sessionEndsOn"]) - date.fromisoformat(
+        target["sessionStartsOn"]
+    )
+    move = RecordMove(target["id"], ("2025-01-05", "2025-01-01"), after_request=2, every=3)
+    with sandbox(records=250, start=FIVE_DAYS[0], end=FIVE_DAYS[1], moves=[move]) as server:
+        # The same filtered query each time: a stale filter cache would hide the moves.
+        params = {"sessionEndOnAfter": "2025-01-04", "limit": 100}
+
+        def on_day_5() -> bool:
+            return target["id"] in ids(page_items(server, http, params)["items"])
+
+        # Moves after requests 2 (day 5), 5 (day 1), 8 (day 5): seen from the next request.
+        seen = [on_day_5() for _ in range(9)]
+        assert seen == [False, False, True, True, True, False, False, False, True]
+        assert server.stats()["moves_applied"] == 3
+        (truth,) = [r for r in server.records if r["id"] == target["id"]]
+        assert truth["sessionEndsOn"] == "2025-01-05"
+        assert (
+            date.fromisoformat(truth["sessionEndsOn"])
+            - date.fromisoformat(truth["sessionStartsOn"])
+            == span
+        )
+
+        server.reset_stats()  # numbering restarts: after 2 -> day 5 (again), after 5 -> day 1
+        assert server.stats()["moves_applied"] == 0
+        assert [on_day_5() for _ in range(6)] == [True] * 5 + [False]
+        assert server.stats()["moves_applied"] == 2
+
+
+def test_a_move_after_the_last_request_is_in_the_truth(http: requests.Session) -> None:
+    record = generate_records(42, 300, START, END)[0]
+    move = RecordMove(record["id"], ("2025-12-31",), after_request=1)
+    with sandbox(moves=[move]) as server:
+        assert get(server, http).status_code == 200
+        deadline = time.monotonic() + 5
+        while server.stats()["moves_applied"] == 0:
+            assert time.monotonic() < deadline, (
+                "request 1 was answered but not followed by its move"
+            )
+            time.sleep(0.01)
+        assert server.records[0]["sessionEndsOn"] == "2025-12-31"
+
+
+def test_moves_apply_by_request_number_not_by_handler_timing() -> None:
+    record = generate_records(42, 300, START, END)[0]
+    move = RecordMove(record["id"], ("2025-12-31",), after_request=1)
+    server = sandbox(moves=[move])  # not started: drive the request numbering directly
+    state = server._state
+    epoch, number, _fault = state.begin_api_request()
+    server.reset_stats()
+    state.end_api_request(epoch, number)  # a slow request 1 finishing after the reset
+    assert server.stats()["moves_applied"] == 0
+    assert server.records[0] == record
+    # Request 2 starting while request 1 is still being served: request 1 counts as answered.
+    state.begin_api_request()
+    assert server.stats()["moves_applied"] == 0
+    state.begin_api_request()
+    assert server.stats()["moves_applied"] == 1
+    assert server.records[0]["sessionEndsOn"] == "2025-12-31"
+
+
+def test_a_move_replaces_records_instead_of_mutating_them(http: requests.Session) -> None:
+    record = generate_records(42, 300, START, END)[0]
+    with sandbox(moves=[RecordMove(record["id"], ("2025-12-31",), after_request=1)]) as server:
+        before = server.records
+        get(server, http)
+        get(server, http)
+        assert server.records is not before
+        assert before[0] == record  # a list read earlier keeps its snapshot
+        assert server.records[0]["sessionEndsOn"] == "2025-12-31"
+
+
+def test_moves_are_validated() -> None:
+    unknown = SandboxConfig(moves=[RecordMove(10**9, "2025-01-05", after_request=1)])
+    with pytest.raises(ValueError, match="no record with id"):
+        SandboxServer(unknown)
+    with pytest.raises(ValueError, match="every"):
+        RecordMove(1, ("2025-01-05", "2025-01-06"), after_request=1)
+    with pytest.raises(ValueError, match="after_request"):
+        RecordMove(1, ("2025-01-05",), after_request=0)
+    with pytest.raises(ValueError, match="order"):
+        SandboxConfig(order="date")
+    move = RecordMove(7, "2025-01-05", after_request=3, every=2)
+    assert move.to == (date(2025, 1, 5),)
+    assert RecordMove.from_dict(move.to_dict()) == move
+    assert [move.target_after(n) for n in range(1, 8)] == [
+        None,
+        None,
+        date(2025, 1, 5),
+        None,
+        date(2025, 1, 5),
+        None,
+        date(2025, 1, 5),
+    ]
+
+
+# --------------------------------------------------------------------------- a development tool
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.0.2.10", "[2001:db8::1]", "sandbox"])
+def test_non_loopback_bind_needs_allow_remote_and_a_key(host: str) -> None:
+    with pytest.raises(ValueError, match="--allow-remote") as excinfo:
+        SandboxConfig(host=host)
+    assert "--api-key" in str(excinfo.value)
+    with pytest.raises(ValueError, match="--api-key") as excinfo:
+        SandboxConfig(host=host, allow_remote=True)
+    assert "--allow-remote" not in str(excinfo.value)
+    with pytest.raises(ValueError, match="--allow-remote"):
+        SandboxConfig(host=host, api_key="xyz")
+    assert SandboxConfig(host=host, allow_remote=True, api_key="xyz").host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "localhost", "::1", "[::1]"])
+def test_loopback_binds_need_nothing(host: str) -> None:
+    assert SandboxConfig(host=host).host == host
+
+
+class NoServer:
+    """Stands in for SandboxServer in ``main``: records the config, never binds."""
+
+    configs: list[SandboxConfig] = []
+
+    def __init__(self, config: SandboxConfig) -> None:
+        NoServer.configs.append(config)
+
+    def start(self) -> None:
+        raise OSError("not started by the test")
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[SandboxConfig]:
+    import airflow_provider_lucca.sandbox.__main__ as sandbox_main
+
+    monkeypatch.delenv("LUCCA_SANDBOX_API_KEY", raising=False)
+    monkeypatch.delenv("LUCCA_SANDBOX_ADMIN_TOKEN", raising=False)
+    monkeypatch.setattr(sandbox_main, "SandboxServer", NoServer)
+    configs: list[SandboxConfig] = []
+    monkeypatch.setattr(NoServer, "configs", configs)
+    return configs
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        (["--host", "0.0.0.0"], ["--allow-remote", "--api-key"]),
+        (["--host", "0.0.0.0", "--allow-remote"], ["--api-key"]),
+        (["--host", "0.0.0.0", "--api-key", "xyz"], ["--allow-remote"]),
+        (["--host", "0.0.0.0", "--allow-remote", "--api-key", "sandbox-api-key"], ["--api-key"]),
+    ],
+)
+def test_cli_refuses_a_public_bind_before_binding(
+    argv: list[str],
+    missing: list[str],
+    no_server: list[SandboxConfig],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    error = capsys.readouterr().err
+    assert "not a loopback address" in error
+    assert all(flag in error for flag in missing), error
+    assert no_server == []  # refused before any server was built, let alone bound
+
+
+def test_cli_admin_token_order_and_moves_reach_the_config(
+    no_server: list[SandboxConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    move = '[{"id": 3, "to": ["2025-02-01", "2025-03-01"], "after_request": 2, "every": 5}]'
+    assert main(["--admin-token", "flag-token", "--order", "end_date", "--moves", move]) == 1
+    config = no_server.pop()
+    assert config.admin_token == "flag-token"
+    assert config.order == "end_date"
+    assert config.moves == (RecordMove(3, ("2025-02-01", "2025-03-01"), 2, every=5),)
+    monkeypatch.setenv("LUCCA_SANDBOX_ADMIN_TOKEN", "env-token")
+    assert main(["--host", "0.0.0.0", "--allow-remote", "--api-key", "xyz"]) == 1
+    config = no_server.pop()
+    assert config.admin_token == "env-token"
+    assert (config.host, config.allow_remote, config.order, config.moves) == (
+        "0.0.0.0",
+        True,
+        "id",
+        (),
+    )
+
+
+def test_admin_token_is_configured_or_generated() -> None:
+    assert SandboxServer(SandboxConfig(admin_token="t0k3n-42")).admin_token == "t0k3n-42"
+    first, second = SandboxServer().admin_token, SandboxServer().admin_token
+    assert first != second
+    assert len(first) >= 32
+    server = SandboxServer(SandboxConfig(admin_token="t0k3n-42"))
+    assert server.config.admin_token == "t0k3n-42"
+    assert "t0k3n-42" not in repr(server.config)
+    for bad in ["", "has space", "caf\u00e9", "new\nline"]:
+        with pytest.raises(ValueError, match="admin_token"):
+            SandboxConfig(admin_token=bad)
+
+
+@pytest.mark.parametrize("endpoint", ["config", "reset-stats"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic RIGHT"},
+        {"Authorization": "RIGHT"},
+        {"Authorization": f"lucca application={API_KEY}"},
+        {"Authorization": "Bearer RIGHT-and-more"},
+        {"X-Sandbox-Token": "RIGHT"},
+    ],
+    ids=lambda headers: "|".join(f"{k}={v}" for k, v in headers.items()) or "none",
+)
+def test_admin_changes_need_the_token(
+    http: requests.Session, endpoint: str, headers: dict[str, str]
+) -> None:
+    with sandbox(faults=FaultSchedule(at={1: "503"})) as server:
+        token = server.admin_token
+        headers = {k: v.replace("RIGHT", token) for k, v in headers.items()}
+        assert get(server, http).status_code == 503
+        config_before, records_before, stats_before = server.config, server.records, server.stats()
+        url = f"{server.url}/_sandbox/{endpoint}"
+        body = {"bounds": "inclusive", "records": 10, "faults": None}
+        response = requests.post(url, json=body, headers=headers, timeout=10)
+        problem = assert_problem(response, 401)
+        assert "Bearer" in problem["detail"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert token not in response.text
+        assert server.config is config_before  # nothing changed
+        assert server.records is records_before
+        assert server.stats() == stats_before
+        # Reads stay open and never show the token.
+        for name in ("health", "stats", "config"):
+            answer = requests.get(f"{server.url}/_sandbox/{name}", timeout=10)
+            assert answer.status_code == 200
+            assert token not in answer.text
+
+        answer = requests.post(url, json=body, headers=admin_headers(server), timeout=10)
+        assert answer.status_code == 200, answer.text
+        if endpoint == "config":
+            assert server.config.bounds == "inclusive"
+            assert len(server.records) == 10
+        else:
+            assert server.stats()["requests"] == 0
+
+
+def test_cli_remote_bind_with_allow_remote_and_a_key(tmp_path: Path) -> None:
+    port_file, stderr_file = tmp_path / "port", tmp_path / "stderr"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUCCA_SANDBOX_")}
+    command = [sys.executable, "-m", "airflow_provider_lucca.sandbox", "--host", "0.0.0.0"]
+    command += ["--allow-remote", "--api-key", "xyz", "--port", "0", "--port-file", str(port_file)]
+    command += ["--records", "50"]
+    lines: queue.Queue[str] = queue.Queue()
+    with stderr_file.open("w") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        port = wait_for_port(process, port_file)
+        token_line, ready_line = lines.get(timeout=10), lines.get(timeout=10)
+        assert token_line.startswith("Admin token (generated): "), token_line
+        assert ready_line.startswith(f"Lucca sandbox listening on http://0.0.0.0:{port} ")
+        token = token_line.split()[3]
+        base = f"http://127.0.0.1:{port}"
+        answer = requests.get(
+            base + API_PATH, headers={"Authorization": "lucca application=xyz"}, timeout=10
+        )
+        assert answer.status_code == 200
+        reset = base + "/_sandbox/reset-stats"
+        assert_problem(requests.post(reset, timeout=10), 401)
+        answer = requests.post(reset, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert answer.status_code == 200
+        assert answer.json()["requests"] == 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, stderr_file.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        stdout.close()
+    assert lines.empty()
+    assert stderr_file.read_text() == ""
+
+
+def test_sandbox_process_knows_the_token_it_hands_over(tmp_path: Path) -> None:
+    with SandboxProcess(["--records", "50"]) as process:
+        assert process.admin_token
+        assert process.process is not None
+        assert process.admin_token not in repr(process.process.args)
+        assert process.admin("config", {"bounds": "inclusive"})["bounds"] == "inclusive"
+        assert process.admin("reset-stats", {})["requests"] == 0
+        bare = requests.post(process.url + "/_sandbox/config", json={"records": 1}, timeout=10)
+        assert_problem(bare, 401)
+        assert process.admin("config")["records"] == 50
+    given = SandboxProcess(["--admin-token", "given-token-1234"], log_path=str(tmp_path / "log"))
+    assert given.admin_token == "given-token-1234"
+    with given:
+        assert given.admin("config", {"order": "end_date"})["order"] == "end_date"
+
+
 # --------------------------------------------------------------------------- speed
 
 
@@ -796,18 +1238,14 @@ def test_pages_are_served_fast(http: requests.Session) -> None:
 def test_cli_serves_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
     port_file = tmp_path / "port"
     env = {**os.environ, "LUCCA_SANDBOX_API_KEY": "cli-key"}
+    env.pop("LUCCA_SANDBOX_ADMIN_TOKEN", None)
     command = [sys.executable, "-m", "airflow_provider_lucca.sandbox", "--port", "0"]
     command += ["--port-file", str(port_file), "--records", "100", "--bounds", "inclusive"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the sandbox did not write its port file"
-            time.sleep(0.05)
-        port = int(port_file.read_text())
+        port = wait_for_port(process, port_file)
         base = f"http://127.0.0.1:{port}"
         assert requests.get(base + "/_sandbox/health", timeout=10).json() == {"status": "ok"}
         response = requests.get(
@@ -821,10 +1259,22 @@ def test_cli_serves_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
             process.kill()
             process.communicate()
     assert process.returncode == 0, stderr
-    assert stdout.strip() == (
-        f"Lucca sandbox listening on http://127.0.0.1:{port} (100 records, bounds=inclusive)"
+    token_line, ready_line = stdout.strip().splitlines()
+    assert token_line.startswith("Admin token (generated): ")
+    assert ready_line == (
+        f"Lucca sandbox listening on http://127.0.0.1:{port} "
+        "(100 records, bounds=inclusive, order=id)"
     )
     assert stderr == ""
+
+
+def wait_for_port(process: subprocess.Popen[str], port_file: Path) -> int:
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the sandbox did not write its port file"
+        time.sleep(0.05)
+    return int(port_file.read_text())
 
 
 @pytest.mark.parametrize(
@@ -841,6 +1291,11 @@ def test_cli_serves_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
         (["--start", "2025-06-01", "--end", "2025-01-01"], "--end"),
         (["--records", "-5"], "--records"),
         (["--redirect-url", "ftp://x"], "--redirect-url"),
+        (["--order", "date"], "--order"),
+        (["--moves", "not json"], "--moves"),
+        (["--moves", '{"id": 1, "to": "2025-01-05", "after_request": 1}'], "--moves"),
+        (["--moves", '[{"id": 1, "to": "2025-01-05"}]'], "--moves"),
+        (["--admin-token", "two words"], "admin_token"),
     ],
 )
 def test_cli_rejects_bad_flags(

@@ -14,15 +14,27 @@ from __future__ import annotations
 
 from .data import TRAINING_CATALOGUE, generate_records
 from .faults import FAULT_KINDS, FaultSchedule
-from .server import API_PATH, BOUNDS, RateLimiter, SandboxConfig, SandboxServer
+from .moves import RecordMove
+from .server import (
+    API_PATH,
+    BOUNDS,
+    DEFAULT_API_KEY,
+    ORDERS,
+    RateLimiter,
+    SandboxConfig,
+    SandboxServer,
+)
 
 __all__ = [
     "API_PATH",
     "BOUNDS",
+    "DEFAULT_API_KEY",
     "FAULT_KINDS",
+    "ORDERS",
     "TRAINING_CATALOGUE",
     "FaultSchedule",
     "RateLimiter",
+    "RecordMove",
     "SandboxConfig",
     "SandboxServer",
     "generate_records",

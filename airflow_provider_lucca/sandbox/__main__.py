@@ -4,12 +4,17 @@ Used by the demo, the benchmark and docker-compose, so it behaves like a well-ma
 service: one readiness line on stdout, an optional port file written atomically for
 callers that asked for a random port (``--port 0``), and a clean exit (code 0) on SIGTERM
 or SIGINT so containers and test harnesses can stop it without noise.
+
+It is a development tool: it listens on loopback unless given ``--allow-remote`` and a
+non-default ``--api-key``, and its mutating admin endpoints need a token (``--admin-token``
+or ``$LUCCA_SANDBOX_ADMIN_TOKEN``; generated and printed at start when neither is given).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -19,9 +24,10 @@ from datetime import date
 from types import FrameType
 
 from .faults import FaultSchedule, parse_fault_kinds, parse_fault_spec
-from .server import BOUNDS, SandboxConfig, SandboxServer
+from .moves import RecordMove, coerce_moves
+from .server import BOUNDS, DEFAULT_API_KEY, ORDERS, SandboxConfig, SandboxServer
 
-DEFAULT_API_KEY = "sandbox-api-key"
+__all__ = ["DEFAULT_API_KEY", "build_parser", "main"]
 
 
 def _date(text: str) -> date:
@@ -90,6 +96,13 @@ def _url(text: str) -> str:
     return text
 
 
+def _moves(text: str) -> tuple[RecordMove, ...]:
+    try:
+        return coerce_moves(json.loads(text))
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise argparse.ArgumentTypeError(f"expected a JSON list of moves: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI flags; kept separate so tests and docs can introspect them."""
     parser = argparse.ArgumentParser(
@@ -103,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--port-file", metavar="PATH", help="write the bound port to PATH once listening"
+    )
+    net.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (also needs a non-default --api-key)",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--seed", type=int, default=42, help="dataset seed (default 42)")
@@ -120,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=os.environ.get("LUCCA_SANDBOX_API_KEY") or DEFAULT_API_KEY,
         help="expected API key (default: $LUCCA_SANDBOX_API_KEY or sandbox-api-key)",
+    )
+    api.add_argument(
+        "--admin-token",
+        default=os.environ.get("LUCCA_SANDBOX_ADMIN_TOKEN") or None,
+        help="token of POST /_sandbox/config and /_sandbox/reset-stats, sent as "
+        "'Authorization: Bearer <token>' (default: $LUCCA_SANDBOX_ADMIN_TOKEN, else a random "
+        "one printed at start)",
+    )
+    api.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="id",
+        help="item order: id (default), or end_date (sessionEndsOn then id)",
     )
     api.add_argument(
         "--bounds",
@@ -157,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faults.add_argument(
         "--redirect-url", type=_url, default=None, help="target of the 'redirect' fault"
+    )
+    faults.add_argument(
+        "--moves",
+        type=_moves,
+        default=(),
+        metavar="JSON",
+        help="records whose sessionEndsOn changes mid-run, e.g. "
+        '\'[{"id": 7, "to": ["2025-01-05"], "after_request": 1, "every": null}]\'',
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -205,9 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             verbose=args.verbose,
+            order=args.order,
+            moves=args.moves,
+            admin_token=args.admin_token,
+            allow_remote=args.allow_remote,
         )
     except ValueError as error:
         parser.error(str(error))
+    # Before binding: the config refuses a non-loopback host without --allow-remote and a key.
 
     stop = threading.Event()
 
@@ -229,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.port_file:
             _write_port_file(args.port_file, server.port)
         host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
+        if args.admin_token is None:
+            print(
+                f"Admin token (generated): {server.admin_token} (send 'Authorization: Bearer "
+                "<token>' with POST /_sandbox/config and /_sandbox/reset-stats)",
+                flush=True,
+            )
         print(
             f"Lucca sandbox listening on http://{host}:{server.port} "
-            f"({len(server.records)} records, bounds={config.bounds})",
+            f"({len(server.records)} records, bounds={config.bounds}, order={config.order})",
             flush=True,
         )
         # Short waits keep the main thread responsive to signals on every platform.

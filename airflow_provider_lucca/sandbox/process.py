@@ -2,13 +2,16 @@
 
 A separate process keeps the emulator's CPU off the measured client's interpreter, and it is the
 same command docker-compose runs. The caller gets a URL once the server listens, and the process
-is stopped by PID on exit, whatever happened.
+is stopped by PID on exit, whatever happened. The admin token is chosen here (or read from
+``--admin-token`` in the flags) and handed over in the environment, not on the command line, so
+:meth:`SandboxProcess.admin` can reconfigure the sandbox.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,11 +29,22 @@ class SandboxProcess:
 
     :param args: extra command-line flags (``["--records", "5000"]``).
     :param log_path: where the sandbox's output goes (default: discarded).
+    :param admin_token: token of the admin endpoints; default: the ``--admin-token`` of
+        ``args`` if any, else a random one. Read it back from :attr:`admin_token`.
     """
 
-    def __init__(self, args: list[str] | None = None, *, log_path: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        *,
+        log_path: str | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.args = list(args or [])
         self.log_path = log_path
+        self.admin_token: str = (
+            admin_token or _flag_value(self.args, "--admin-token") or secrets.token_urlsafe(32)
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -39,8 +53,12 @@ class SandboxProcess:
             port_file = os.path.join(workdir, "port")
             command = [sys.executable, "-m", "airflow_provider_lucca.sandbox"]
             command += ["--host", "127.0.0.1", "--port", "0", "--port-file", port_file, *self.args]
+            # A --admin-token in args wins over the environment; it is the same token then.
+            env = {**os.environ, "LUCCA_SANDBOX_ADMIN_TOKEN": self.admin_token}
             with open(self.log_path or os.devnull, "ab") as log:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env
+                )
             deadline = time.monotonic() + READY_TIMEOUT
             while not os.path.exists(port_file):
                 if self.process.poll() is not None:
@@ -57,13 +75,16 @@ class SandboxProcess:
         return self
 
     def admin(self, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call ``/_sandbox/<name>`` (GET, or POST with a JSON payload)."""
+        """Call ``/_sandbox/<name>`` (GET, or POST with a JSON payload) with the admin token."""
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(
             f"{self.url}/_sandbox/{name}",
             data=data,
             method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.admin_token}",
+            },
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             result: dict[str, Any] = json.load(response)
@@ -92,3 +113,14 @@ class SandboxProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The last value given to ``flag`` in ``args`` (``--flag V`` or ``--flag=V``), as argparse."""
+    value: str | None = None
+    for index, word in enumerate(args):
+        if word == flag and index + 1 < len(args):
+            value = args[index + 1]
+        elif word.startswith(flag + "="):
+            value = word[len(flag) + 1 :]
+    return value

@@ -13,12 +13,16 @@ number (see :mod:`.faults`), so a failing run can be replayed exactly.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import dataclasses
 import hashlib
+import hmac
+import ipaddress
 import json
 import math
 import re
+import secrets
 import socket
 import sys
 import threading
@@ -26,7 +30,7 @@ import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from email.utils import formatdate
 from http import HTTPStatus
@@ -38,10 +42,13 @@ from urllib.parse import parse_qsl
 
 from .data import generate_records
 from .faults import FaultSchedule
+from .moves import RecordMove, coerce_moves
 
 __all__ = [
     "API_PATH",
     "BOUNDS",
+    "DEFAULT_API_KEY",
+    "ORDERS",
     "RateLimiter",
     "SandboxConfig",
     "SandboxServer",
@@ -50,6 +57,11 @@ __all__ = [
 API_PATH = "/talent-training/api/v2/realized-trainings"
 ADMIN_PREFIX = "/_sandbox/"
 BOUNDS = ("exclusive", "inclusive")
+#: Item order of the API: by id (stable pages), or by sessionEndsOn then id (pages that shift
+#: when an end date changes mid-run, like a server that orders by date with offset cursors).
+ORDERS = ("id", "end_date")
+#: The API key everyone knows; refused together with a non-loopback bind.
+DEFAULT_API_KEY = "sandbox-api-key"
 
 _INT32_MAX = 2**31 - 1
 _MAX_RECORDS = 10_000_000
@@ -61,6 +73,7 @@ _INT_RE = re.compile(r"[0-9]+")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _CURSOR_BODY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _CURSOR_PAYLOAD_RE = re.compile(r"([0-9]{1,12})\.([0-9a-f]{16})")
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _QUERY_PARAMS = frozenset(
     {
         "ownerIds",
@@ -88,6 +101,8 @@ _CONFIG_KEYS = frozenset(
         "end",
         "delete_ids",
         "add_records",
+        "order",
+        "moves",
     }
 )
 
@@ -106,6 +121,31 @@ def _validate_bounds(value: object) -> str:
     if value not in BOUNDS:
         raise ValueError(f"bounds must be one of {', '.join(BOUNDS)}, got {value!r}")
     return str(value)
+
+
+def _validate_order(value: object) -> str:
+    if value not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {value!r}")
+    return str(value)
+
+
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals; wildcards and names are not."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_admin_token(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
+        raise ValueError("admin_token must be a non-empty string of visible ASCII characters")
+    return value
 
 
 def _validate_non_negative_int(name: str, value: object, maximum: int | None = None) -> int:
@@ -156,6 +196,13 @@ class SandboxConfig:
     ``port=0`` asks the OS for a free port (read it back from ``SandboxServer.port``).
     ``bounds`` selects how ``sessionEndOnAfter``/``sessionEndOnBefore`` are read, because
     Lucca does not document it for v2 and clients must be right under both readings.
+    ``order`` is ``"id"`` or ``"end_date"`` (see :data:`ORDERS`); ``moves`` are
+    :class:`~.moves.RecordMove` (or their dict shape) applied as API requests are answered.
+
+    The sandbox is a development tool: it refuses a ``host`` that is not a loopback address
+    unless ``allow_remote`` is set and ``api_key`` is not :data:`DEFAULT_API_KEY`. The admin
+    endpoints that change it need ``admin_token`` (``Authorization: Bearer <token>``); when it
+    is None the server generates one (read it from ``SandboxServer.admin_token``).
     """
 
     seed: int = 42
@@ -171,9 +218,16 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 0
     verbose: bool = False
+    order: str = "id"
+    moves: Sequence[RecordMove] = ()
+    admin_token: str | None = field(default=None, repr=False)
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
         _validate_bounds(self.bounds)
+        _validate_order(self.order)
+        object.__setattr__(self, "moves", coerce_moves(self.moves))
+        _validate_admin_token(self.admin_token)
         _validate_non_negative_int("records", self.records, _MAX_RECORDS)
         _validate_non_negative_int("requests_per_minute", self.requests_per_minute)
         _validate_non_negative_int("port", self.port, 65535)
@@ -186,6 +240,18 @@ class SandboxConfig:
             raise ValueError("start must be on or before end")
         if not self.api_key:
             raise ValueError("api_key must not be empty")
+        if not _is_loopback(self.host):
+            missing = []
+            if not self.allow_remote:
+                missing.append("--allow-remote (SandboxConfig(allow_remote=True))")
+            if self.api_key == DEFAULT_API_KEY:
+                missing.append("a non-default --api-key (or $LUCCA_SANDBOX_API_KEY)")
+            if missing:
+                raise ValueError(
+                    f"refusing to listen on {self.host!r}, which is not a loopback address: "
+                    "the sandbox is a development tool with a well-known default API key. "
+                    f"To serve other machines or containers, pass {' and '.join(missing)}."
+                )
 
 
 # --------------------------------------------------------------------------- rate limiting
@@ -235,11 +301,18 @@ class RateLimiter:
 class _ProblemError(Exception):
     """An error answered as ``application/problem+json``."""
 
-    def __init__(self, status: int, detail: str, slug: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        slug: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
+        self.headers = tuple(headers)
 
 
 def _bad_request(detail: str) -> _ProblemError:
@@ -403,7 +476,7 @@ def _training_id(record: Mapping[str, Any]) -> object:
 def _filter_records(
     records: list[dict[str, Any]], filters: _Filters, bounds: str
 ) -> list[dict[str, Any]]:
-    """Return the matching records, still in id order (one pass per active filter)."""
+    """Return the matching records, in the order of ``records`` (one pass per filter)."""
     result = records
     if filters.owner_ids:
         owners = filters.owner_ids
@@ -440,6 +513,33 @@ def _validate_added_record(record: object) -> dict[str, Any]:
     return record
 
 
+def _end_date_key(record: Mapping[str, Any]) -> tuple[str, int]:
+    return (cast(str, record["sessionEndsOn"]), cast(int, record["id"]))
+
+
+def _record_id(record: Mapping[str, Any]) -> int:
+    return cast(int, record["id"])
+
+
+def _moved(record: Mapping[str, Any], target: date) -> dict[str, Any]:
+    """A copy of ``record`` ending on ``target``, its start shifted by the same delta."""
+    moved = dict(record)
+    old_end = _parse_iso_date("sessionEndsOn", record["sessionEndsOn"])  # validated when added
+    moved["sessionEndsOn"] = target.isoformat()
+    starts = record.get("sessionStartsOn")
+    if isinstance(starts, str) and _DATE_RE.fullmatch(starts):
+        with contextlib.suppress(ValueError, OverflowError):
+            moved["sessionStartsOn"] = (date.fromisoformat(starts) + (target - old_end)).isoformat()
+    return moved
+
+
+def _check_move_ids(moves: Sequence[RecordMove], records: list[dict[str, Any]]) -> None:
+    for move in moves:
+        index = bisect.bisect_left(records, move.id, key=_record_id)
+        if index == len(records) or records[index]["id"] != move.id:
+            raise ValueError(f"moves: no record with id {move.id}")
+
+
 def _validate_ids(value: object) -> set[int]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ValueError("delete_ids must be a list of integers")
@@ -457,29 +557,51 @@ def _validate_ids(value: object) -> set[int]:
 class _SandboxState:
     """Dataset, filter cache, counters and settings shared by every handler thread.
 
-    Data changes replace the records list instead of mutating it, so a handler that already
-    holds a filtered list keeps serving a consistent snapshot without holding the lock.
+    Data changes replace the records list (and a moved record's dict) instead of mutating
+    them, so a handler that already holds a filtered list keeps serving a consistent snapshot
+    without holding the lock.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
         self.lock = threading.RLock()
+        if config.admin_token is None:
+            config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(32))
         self.config = config
         self.records: list[dict[str, Any]] = generate_records(
             config.seed, config.records, config.start, config.end
         )
+        _check_move_ids(config.moves, self.records)
         self.generation = 0
-        self._cache: OrderedDict[tuple[int, str, _Filters], list[dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, str, str, _Filters], list[dict[str, Any]]] = (
+            OrderedDict()
+        )
+        self._by_end_date: tuple[int, list[dict[str, Any]]] | None = None
         self.limiter = RateLimiter(config.requests_per_minute)
         self.requests = 0
         self.by_status: dict[str, int] = {}
         self.faults = 0
         self.faults_by_kind: dict[str, int] = {}
+        self.moves_applied = 0
+        # Moves of every request number up to this one are applied; ``epoch`` changes on
+        # reset-stats so that a request numbered before the reset cannot replay moves.
+        self._moves_through = 0
+        self.epoch = 0
+
+    @property
+    def admin_token(self) -> str:
+        return cast(str, self.config.admin_token)
 
     # -- counters
 
-    def begin_api_request(self) -> tuple[int, str | None]:
-        """Number the request (1-based) and look up its fault under one lock."""
+    def begin_api_request(self) -> tuple[int, int, str | None]:
+        """Number the request (1-based) and look up its fault under one lock.
+
+        Returns ``(epoch, number, fault)``; pass ``epoch, number`` to :meth:`end_api_request`.
+        Every earlier request counts as answered here, so the moves due after them are in
+        place before this request is served, even if an earlier handler is still running.
+        """
         with self.lock:
+            self._apply_moves_through(self.requests)
             self.requests += 1
             number = self.requests
             schedule = self.config.faults
@@ -487,7 +609,45 @@ class _SandboxState:
             if fault is not None:
                 self.faults += 1
                 self.faults_by_kind[fault] = self.faults_by_kind.get(fault, 0) + 1
-            return number, fault
+            return self.epoch, number, fault
+
+    def end_api_request(self, epoch: int, number: int) -> None:
+        """Request ``number`` is answered (or abandoned): apply the moves due after it."""
+        with self.lock:
+            if epoch == self.epoch:
+                self._apply_moves_through(number)
+
+    def _apply_moves_through(self, number: int) -> None:
+        """Apply the moves scheduled after requests ``_moves_through + 1 .. number``."""
+        first = self._moves_through + 1
+        if number < first:
+            return
+        self._moves_through = number
+        moves = self.config.moves
+        if not moves:
+            return
+        targets: dict[int, date] = {}
+        for answered in range(first, number + 1):
+            for move in moves:
+                target = move.target_after(answered)
+                if target is not None:
+                    targets[move.id] = target  # a later firing of the same record wins
+        if not targets:
+            return
+        records = self.records
+        copied = False
+        for record_id, target in targets.items():
+            index = bisect.bisect_left(records, record_id, key=_record_id)
+            if index == len(records) or records[index]["id"] != record_id:
+                continue  # deleted since the move was configured
+            if not copied:
+                records, copied = list(records), True
+            records[index] = _moved(records[index], target)
+            self.moves_applied += 1
+        if copied:
+            self.records = records
+            self.generation += 1
+            self._cache.clear()
 
     def count_status(self, status: int) -> None:
         with self.lock:
@@ -501,29 +661,44 @@ class _SandboxState:
                 "by_status": dict(sorted(self.by_status.items())),
                 "faults": self.faults,
                 "faults_by_kind": dict(sorted(self.faults_by_kind.items())),
+                "moves_applied": self.moves_applied,
                 "records": len(self.records),
             }
 
     def reset_stats(self) -> None:
-        """Zero the counters, restart fault numbering at 1 and empty the rate window."""
+        """Zero the counters, restart fault and move numbering at 1, empty the rate window.
+
+        Moved records stay where they are; the moves fire again from request 1.
+        """
         with self.lock:
             self.requests = 0
             self.by_status = {}
             self.faults = 0
             self.faults_by_kind = {}
+            self.moves_applied = 0
+            self._moves_through = 0
+            self.epoch += 1
             self.limiter.reset()
 
     # -- data
 
+    def _ordered(self) -> list[dict[str, Any]]:
+        """The records in the configured API order (the end-date view is kept per generation)."""
+        if self.config.order == "id":
+            return self.records
+        if self._by_end_date is None or self._by_end_date[0] != self.generation:
+            self._by_end_date = (self.generation, sorted(self.records, key=_end_date_key))
+        return self._by_end_date[1]
+
     def matching(self, filters: _Filters) -> list[dict[str, Any]]:
         """Filtered records for ``filters``, through a small LRU keyed by the fingerprint."""
         with self.lock:
-            key = (self.generation, self.config.bounds, filters)
+            key = (self.generation, self.config.bounds, self.config.order, filters)
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-            result = _filter_records(self.records, filters, self.config.bounds)
+            result = _filter_records(self._ordered(), filters, self.config.bounds)
             self._cache[key] = result
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -542,6 +717,8 @@ class _SandboxState:
                 "records": len(self.records),
                 "start": cfg.start.isoformat(),
                 "end": cfg.end.isoformat(),
+                "order": cfg.order,
+                "moves": [move.to_dict() for move in cfg.moves],
             }
 
     def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -564,6 +741,10 @@ class _SandboxState:
                 updates["slow_seconds"] = _validate_seconds("slow_seconds", changes["slow_seconds"])
             if "redirect_url" in changes:
                 updates["redirect_url"] = _validate_url(changes["redirect_url"])
+            if "order" in changes:
+                updates["order"] = _validate_order(changes["order"])
+            if "moves" in changes:
+                updates["moves"] = coerce_moves(changes["moves"])
             if "seed" in changes:
                 seed = changes["seed"]
                 if isinstance(seed, bool) or not isinstance(seed, int):
@@ -597,7 +778,9 @@ class _SandboxState:
                 added_ids = {r["id"] for r in added}
                 records = [r for r in records if r["id"] not in added_ids]
                 records.extend(added)
-                records.sort(key=lambda r: cast(int, r["id"]))
+                records.sort(key=_record_id)
+            if "moves" in changes:  # later data changes may drop a moved record: skipped then
+                _check_move_ids(new_cfg.moves, records)
 
             self.config = new_cfg
             self.limiter.requests_per_minute = new_cfg.requests_per_minute
@@ -755,25 +938,49 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
         admin = path.startswith(ADMIN_PREFIX)
+        self._ticket: tuple[int, int] | None = None
         try:
+            if admin and self.command != "GET":
+                # Before reading the body: an unauthenticated client uploads nothing.
+                self._authorize_admin()
             body = self._read_body()
             if admin:
                 self._admin(path, body)
             else:
                 self._api(path, query)
         except _ProblemError as error:
-            self._send_problem(error.status, error.detail, error.slug, api=not admin)
+            self._send_problem(error.status, error.detail, error.slug, error.headers, api=not admin)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:
             traceback.print_exc(file=sys.stderr)
             self._send_problem(500, "Unexpected sandbox error (see its stderr).", api=not admin)
+        finally:
+            if self._ticket is not None:
+                self.sandbox.state.end_api_request(*self._ticket)
+
+    def _authorize_admin(self) -> None:
+        """Require ``Authorization: Bearer <admin token>`` (compared in constant time)."""
+        scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
+        expected = self.sandbox.state.admin_token.encode()
+        # Header values are decoded as latin-1 by http.server: encoding back gives the bytes.
+        given = credentials.strip().encode("latin-1", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, expected):
+            return
+        self.close_connection = True  # the body, if any, is left unread
+        raise _ProblemError(
+            401,
+            "Missing or invalid admin token: send 'Authorization: Bearer <admin token>' "
+            "(see --admin-token / LUCCA_SANDBOX_ADMIN_TOKEN, or the token printed at start).",
+            headers=[("WWW-Authenticate", 'Bearer realm="lucca-sandbox"'), ("Connection", "close")],
+        )
 
     # -- API
 
     def _api(self, path: str, query: str) -> None:
         state = self.sandbox.state
-        _number, fault = state.begin_api_request()
+        epoch, number, fault = state.begin_api_request()
+        self._ticket = (epoch, number)
         if fault is not None and self._fault(fault):
             return
         retry_after = state.limiter.admit()
@@ -988,11 +1195,24 @@ class SandboxServer:
         """Current settings (reflects :meth:`configure`)."""
         return self._state.config
 
+    @property
+    def admin_token(self) -> str:
+        """Token of the mutating admin endpoints (``Authorization: Bearer <token>``).
+
+        The configured ``admin_token``, or the random one generated when it was None.
+        :meth:`configure` and :meth:`reset_stats` need none: they do not go through HTTP.
+        """
+        return self._state.admin_token
+
     # -- data and tooling
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """The current dataset in id order; read-only (records share their training dicts)."""
+        """The current dataset in id order, scheduled moves included (whatever the API order).
+
+        Read-only: records share their training dicts, and a move replaces the list and the
+        moved record instead of changing them, so a list read earlier stays as it was.
+        """
         return self._state.records
 
     def stats(self) -> dict[str, Any]:
@@ -1000,14 +1220,15 @@ class SandboxServer:
         return self._state.stats()
 
     def reset_stats(self) -> None:
-        """Same as ``POST /_sandbox/reset-stats``: counters, fault numbering, rate window."""
+        """Same as ``POST /_sandbox/reset-stats``: counters, fault/move numbering, rate window."""
         self._state.reset_stats()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Same keys as ``POST /_sandbox/config``; returns the effective settings.
 
-        ``faults`` may be a :class:`FaultSchedule`, its dict shape or None; ``start`` and
-        ``end`` may be dates or ``YYYY-MM-DD`` strings. Raises ValueError on invalid input,
-        leaving the sandbox unchanged.
+        ``faults`` may be a :class:`FaultSchedule`, its dict shape or None; ``moves`` a list of
+        :class:`RecordMove` or their dict shape (``{"id", "to", "after_request", "every"}``);
+        ``start`` and ``end`` may be dates or ``YYYY-MM-DD`` strings. Raises ValueError on
+        invalid input, leaving the sandbox unchanged.
         """
         return self._state.configure(changes)
