@@ -23,8 +23,9 @@ from typing import Any
 
 from airflow.sdk import Asset, ObjectStoragePath, task
 
-from airflow_provider_lucca.extraction.commit import LOCAL_PROTOCOLS, read_manifest, write_whole
+from airflow_provider_lucca.extraction.commit import read_manifest
 from airflow_provider_lucca.extraction.reader import read_partition, verify_partition
+from airflow_provider_lucca.extraction.storage import write_whole
 from airflow_provider_lucca.operators.realized_trainings import asset_uri
 
 DEFAULT_OUTPUT = (
@@ -86,7 +87,7 @@ def derive(summary: dict[str, Any]) -> list[str]:
     written = []
     for month in months:
         path = base / REPORT_DIR / f"month={month:%Y-%m}.csv"
-        write_whole(path, training_hours_report(base, month), base.protocol in LOCAL_PROTOCOLS)
+        write_whole(path, training_hours_report(base, month))
         written.append(str(path))
     print("Reports:", *written, sep="\n  ")
     return written

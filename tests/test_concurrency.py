@@ -83,9 +83,7 @@ def unlisted(base: Any) -> list[str]:
     return found
 
 
-def race(
-    sandbox: SandboxServer, output: str, tmp_path: Path, trial: int, max_pause: float
-) -> None:
+def race(sandbox: SandboxServer, output: str, tmp_path: Path, trial: int, max_pause: float) -> None:
     go = tmp_path / f"go-{trial}"
     children = []
     for number in range(2):

@@ -34,6 +34,7 @@ def test_every_dag_imports_without_errors(dagbag: DagBag) -> None:
     assert set(dagbag.dag_ids) == {
         "lucca_realized_trainings_daily",
         "lucca_realized_trainings_history",
+        "lucca_realized_trainings_maintenance",
     }
 
 
@@ -65,3 +66,13 @@ def test_history_dag_is_manual_with_date_params(dagbag: DagBag) -> None:
     extract = dag.get_task("extract")
     assert extract.session_end_from == "{{ params['from'] }}"
     assert extract.session_end_until == "{{ params['until'] }}"
+
+
+def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -> None:
+    dag = dagbag.dags["lucca_realized_trainings_maintenance"]
+    assert dag.catchup is False
+    sweep = dag.get_task("sweep_unlisted_files")
+    assert sweep.pool == "lucca_api"
+    assert sweep.older_than_hours == 24
+    daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    assert sweep.output_path == daily.output_path

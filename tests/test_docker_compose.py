@@ -404,10 +404,15 @@ extracts = {{
     dag_id: {{"output_path": dag.get_task("extract").output_path,
               "pool": dag.get_task("extract").pool,
               "conn_id": dag.get_task("extract").lucca_conn_id}}
-    for dag_id, dag in bag.dags.items()
+    for dag_id, dag in bag.dags.items() if dag.has_task("extract")
+}}
+sweeps = {{
+    dag_id: {{"output_path": dag.get_task("sweep_unlisted_files").output_path,
+              "pool": dag.get_task("sweep_unlisted_files").pool}}
+    for dag_id, dag in bag.dags.items() if dag.has_task("sweep_unlisted_files")
 }}
 print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
-                  "extracts": extracts}}))
+                  "extracts": extracts, "sweeps": sweeps}}))
 """
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -428,6 +433,9 @@ print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}
             "conn_id": env["LUCCA_CONN_ID"],
         }
     assert f"AIRFLOW_CONN_{env['LUCCA_CONN_ID'].upper()}" in env
+    assert list(parsed["sweeps"].values()) == [
+        {"output_path": env["LUCCA_OUTPUT_PATH"], "pool": env["LUCCA_POOL"]}
+    ]
 
 
 def test_dag_start_date_and_catchup_defaults_are_valid() -> None:

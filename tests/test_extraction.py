@@ -557,7 +557,9 @@ def test_failure_between_parts_and_manifests_keeps_previous_data_readable(
         original(path, data)
 
     monkeypatch.setattr(commit, "write_whole", dies_once)
-    with pytest.raises(LuccaStorageError, match=r"failed while writing manifests.*injected") as info:
+    with pytest.raises(
+        LuccaStorageError, match=r"failed while writing manifests.*injected"
+    ) as info:
         extract(client, out, start, until)
     assert calls == 2  # the failed manifest, then putting the day's previous one back
     assert info.value.phase == "manifests"

@@ -115,7 +115,8 @@ def commit_partitions(
             raise
         raise _storage_error("parts", exc, base, (), _parts_note(len(uploaded), left)) from exc
 
-    written: list[date] = []
+    written: list[date] = []  # days whose manifest write returned
+    attempted: date | None = None  # the day being written: a lost answer may hide a success
     try:
         for partition in staged:
             guard.check()
@@ -127,19 +128,23 @@ def commit_partitions(
                 "files": [part.describe() for part in partition.parts],
                 **manifest_fields,
             }
-            written.append(partition.day)
+            attempted = partition.day
             write_whole(partition_dir(base, partition.day) / MANIFEST_NAME, _dump(manifest))
+            written.append(partition.day)
+            attempted = None
     except Exception as exc:
         if isinstance(exc, LuccaLockError):
             # Another run may hold the lock now: restoring could overwrite its manifests.
             raise _storage_error("manifests", exc, base, written, "") from exc
         unrestored = _restore(base, previous, written, log)
+        uncertain = attempted is not None and bool(_restore(base, previous, [attempted], log))
         note = (
             "every day it had replaced was put back on its previous manifest"
-            if not unrestored
+            if not unrestored and not uncertain
             else f"restoring the previous manifests failed for {len(unrestored)} days"
+            + (f" (and {attempted} may be on either manifest)" if uncertain else "")
         )
-        if not unrestored:
+        if not unrestored and not uncertain:
             left = _remove_quietly(uploaded, log)
             note += "; " + _parts_note(len(uploaded), left)
         raise _storage_error("manifests", exc, base, unrestored, note) from exc

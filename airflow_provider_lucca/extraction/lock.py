@@ -65,14 +65,16 @@ class LockPolicy:
         validate_seconds("lock poll", self.poll, 0.01, 60.0)
 
 
-def validate_seconds(name: str, value: object, minimum: float, maximum: float) -> float:
+def validate_seconds(
+    name: str, value: object, minimum: float, maximum: float, unit: str = "seconds"
+) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not minimum <= value <= maximum
     ):
         raise LuccaConfigError(
-            f"Invalid {name}={value!r}: expected seconds from {minimum:g} to {maximum:g}."
+            f"Invalid {name}={value!r}: expected {unit} from {minimum:g} to {maximum:g}."
         )
     return float(value)
 

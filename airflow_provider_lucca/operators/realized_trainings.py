@@ -13,7 +13,14 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.client.query import validate_bool, validate_ids
+from airflow_provider_lucca.extraction.lock import (
+    DEFAULT_LOCK_LEASE,
+    DEFAULT_LOCK_TIMEOUT,
+    LockPolicy,
+)
 from airflow_provider_lucca.extraction.realized_trainings import (
+    DEFAULT_MAX_REREADS,
+    MAX_REREADS,
     ExtractionRequest,
     extract_realized_trainings,
 )
@@ -45,6 +52,11 @@ class RealizedTrainingsOperator(BaseOperator):
     :param file_format: ``"jsonl"`` (gzip JSON lines, records as received) or ``"parquet"``
         (typed columns; needs the ``parquet`` extra).
     :param fail_on_count_mismatch: fail when the records received differ from the API's count.
+    :param max_window_days: the longest window a run may extract, lookback included.
+    :param max_rereads: read the window again, at most this many times, when a read shows that
+        Lucca's data changed while paging (a record served on two days, a changing count).
+    :param lock_timeout: seconds to wait for the dataset lock held by another run, then fail.
+    :param lock_lease: seconds the dataset lock outlives its run if the run is killed.
     """
 
     template_fields: Sequence[str] = (
@@ -72,6 +84,9 @@ class RealizedTrainingsOperator(BaseOperator):
         file_format: str = "jsonl",
         fail_on_count_mismatch: bool = True,
         max_window_days: int = DateWindow.DEFAULT_MAX_WINDOW_DAYS,
+        max_rereads: int = DEFAULT_MAX_REREADS,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        lock_lease: float = DEFAULT_LOCK_LEASE,
         **kwargs: Any,
     ) -> None:
         if (
@@ -96,6 +111,16 @@ class RealizedTrainingsOperator(BaseOperator):
         DateWindow.validate_lookback_days(lookback_days)
         # The longest window (lookback included) a run may extract; see _window.
         self.max_window_days = DateWindow.validate_max_window_days(max_window_days)
+        if (
+            isinstance(max_rereads, bool)
+            or not isinstance(max_rereads, int)
+            or not 0 <= max_rereads <= MAX_REREADS
+        ):
+            raise LuccaConfigError(
+                f"Invalid max_rereads={max_rereads!r}: expected an integer from 0 to {MAX_REREADS}."
+            )
+        self.max_rereads = max_rereads
+        self.lock_policy = LockPolicy(timeout=lock_timeout, lease=lock_lease)
         if file_format not in ("jsonl", "parquet"):
             raise LuccaConfigError(
                 f"Invalid file_format={file_format!r}: expected 'jsonl' or 'parquet'."
@@ -109,7 +134,7 @@ class RealizedTrainingsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         request = self._validate(rendered=True, context=context)
         assert request is not None  # rendered, with a context: always a full request
-        output = ObjectStoragePath(_storage_url(self.output_path))
+        output = ObjectStoragePath(storage_url(self.output_path))
         self.log.info(
             "Extracting realized trainings %s (lookback %d days) to %s as %s",
             request.window,
@@ -119,7 +144,12 @@ class RealizedTrainingsOperator(BaseOperator):
         )
         try:
             return extract_realized_trainings(
-                self.hook.client, request, output, log=self.log, run_id=context.get("run_id")
+                self.hook.client,
+                request,
+                output,
+                log=self.log,
+                run_id=context.get("run_id"),
+                lock_policy=self.lock_policy,
             )
         finally:
             self.hook.close()
@@ -137,7 +167,7 @@ class RealizedTrainingsOperator(BaseOperator):
             return rendered or not _is_template(value)
 
         if ready(self.output_path):
-            _storage_url(self.output_path)
+            storage_url(self.output_path)
         owner_ids = parse_ids("owner_ids", self.owner_ids) if ready(self.owner_ids) else None
         training_ids = (
             parse_ids("training_ids", self.training_ids) if ready(self.training_ids) else None
@@ -156,6 +186,7 @@ class RealizedTrainingsOperator(BaseOperator):
             training_ids=training_ids,
             file_format=self.file_format,
             fail_on_count_mismatch=self.fail_on_count_mismatch,
+            max_rereads=self.max_rereads,
         )
 
     def _window(
@@ -247,7 +278,7 @@ def _is_template(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def _storage_url(output_path: object) -> str:
+def storage_url(output_path: object) -> str:
     """The ``ObjectStoragePath`` URL of ``output_path``; an absolute local path becomes file://."""
     if not isinstance(output_path, str) or not output_path.strip():
         raise LuccaConfigError(
@@ -268,5 +299,5 @@ def _storage_url(output_path: object) -> str:
 
 def asset_uri(output_path: str) -> str:
     """The dataset's Asset URI: the storage URL without the connection id (``s3://conn@b/k``)."""
-    parts = urlsplit(_storage_url(output_path))
+    parts = urlsplit(storage_url(output_path))
     return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
