@@ -41,6 +41,7 @@ from airflow_provider_lucca.client import (
     LuccaRetriesExhaustedError,
     RetryPolicy,
 )
+from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -397,8 +398,8 @@ CASES: dict[str, tuple[Script, type[LuccaError], list[str]]] = {
             if "page" not in query
             else {"items": [], "count": 13, "next": None}
         ),
-        LuccaResponseError,
-        ["count changed", "12 on page 1, 13 on page 2"],
+        LuccaDataChangedError,
+        ["each of 3 reads", "count changed from 12 on page 1 to 13 on page 2"],
     ),
     "a record whose sessionEndsOn is a list": (
         after_good_first_page(json_reply({"items": [record(99, day=["2025-03-02"])]})),  # type: ignore[arg-type]

@@ -99,6 +99,8 @@ class DatasetLock:
         self._local = is_local(base)
         self._valid_until = 0.0  # monotonic
         self._lost: str | None = None
+        #: Local directories the lock created: removed on release if the run left them empty.
+        self._created_dirs: list[str] = []
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -160,6 +162,11 @@ class DatasetLock:
             self._delete_if(self.token)
         except Exception as exc:  # the run's outcome stands; the lease frees the lock later
             self.log.warning("Could not release the dataset lock %s: %s", self.path, exc)
+        for directory in self._created_dirs:  # a run that wrote nothing leaves no empty folder
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
 
     # -- checks before writing
 
@@ -206,7 +213,7 @@ class DatasetLock:
         data = self._content()
         try:
             if self._local:
-                _create_local(self.path.path, data)
+                self._created_dirs = _create_local(self.path.path, data)
             else:
                 with self.path.open("xb") as handle:
                     handle.write(data)
@@ -263,21 +270,36 @@ class DatasetLock:
             self._valid_until = started + self.policy.lease
 
 
-def _create_local(path: str, data: bytes) -> None:
+def _create_local(path: str, data: bytes) -> list[str]:
     """Complete content or nothing: write a private file, then hard-link it to the lock name.
 
     ``link`` fails with ``EEXIST`` like ``O_EXCL``, and a reader never sees a half-written lock.
+    Returns the directories it had to create, deepest first (a run that wrote nothing removes
+    them again; if one vanishes in between, this tries again).
     """
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
+    for attempt in range(3):
+        created = []
+        directory = os.path.dirname(path)
+        while directory and not os.path.isdir(directory):
+            created.append(directory)
+            directory = os.path.dirname(directory)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+        return created
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _expired(holder: dict[str, Any]) -> bool:
