@@ -1,4 +1,5 @@
-# Airflow 3.3 with airflow-provider-lucca (and its s3 + parquet extras) installed.
+# Airflow 3.3 with airflow-provider-lucca (and its s3 + parquet extras) installed, plus the Lucca
+# sandbox (its own distribution, lucca-sandbox, a development tool) for the compose stack.
 #
 # Built by docker-compose.yaml for every Airflow service and for the Lucca sandbox. The DAGs are not
 # copied: docker-compose mounts ./dags at /opt/airflow/dags, so editing a DAG needs no rebuild.
@@ -12,7 +13,8 @@ ARG AIRFLOW_CONSTRAINTS_URL=https://raw.githubusercontent.com/apache/airflow/con
 USER airflow
 COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/src/airflow-provider-lucca/
 COPY --chown=airflow:0 airflow_provider_lucca /opt/airflow/src/airflow-provider-lucca/airflow_provider_lucca
+COPY --chown=airflow:0 sandbox /opt/airflow/src/airflow-provider-lucca/sandbox
 WORKDIR /opt/airflow/src/airflow-provider-lucca
 RUN pip install --no-cache-dir --constraint "${AIRFLOW_CONSTRAINTS_URL}" \
-        "apache-airflow==${AIRFLOW_VERSION}" ".[s3,parquet]"
+        "apache-airflow==${AIRFLOW_VERSION}" ".[s3,parquet]" ./sandbox
 WORKDIR /opt/airflow

@@ -29,7 +29,7 @@ venv: $(SYNC_STAMP)
 lint: venv
 	$(RUN)ruff check .
 	$(RUN)ruff format --check .
-	$(RUN)mypy airflow_provider_lucca
+	$(RUN)mypy airflow_provider_lucca sandbox/lucca_sandbox
 
 format: venv
 	$(RUN)ruff check --fix .

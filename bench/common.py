@@ -135,7 +135,7 @@ class BenchSandbox:
     """
 
     def __init__(self, records: int, start: date, end: date, extra_args: list[str] | None = None):
-        from airflow_provider_lucca.sandbox.process import SandboxProcess
+        from lucca_sandbox.process import SandboxProcess
 
         self.records = records
         self.start, self.end = start, end
@@ -310,7 +310,7 @@ def expected_counts(records: int, start: date, end: date) -> dict[date, int]:
 
     The ground truth every "records exact" check uses, independent of what the client reports.
     """
-    from airflow_provider_lucca.sandbox.data import generate_records
+    from lucca_sandbox.data import generate_records
 
     counts: dict[date, int] = {}
     for record in generate_records(DATASET_SEED, records, start, end):

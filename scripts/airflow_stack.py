@@ -30,7 +30,7 @@ from local_airflow import (
     sandbox_connection,
 )
 
-from airflow_provider_lucca.sandbox.process import SandboxProcess
+from lucca_sandbox.process import SandboxProcess
 
 HEALTH_TIMEOUT = 120.0
 SANDBOX_RPM = 600

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     output = DEMO_DIR / "lake" / "lucca" / "realized_trainings"
     conn = os.environ.get("AIRFLOW_CONN_LUCCA_DEFAULT") or real_account_connection()
 
-    from airflow_provider_lucca.sandbox.process import SandboxProcess
+    from lucca_sandbox.process import SandboxProcess
 
     sandbox = None
     try:

@@ -27,7 +27,7 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from airflow_provider_lucca.sandbox import SandboxConfig, SandboxServer  # noqa: E402
+from lucca_sandbox import SandboxConfig, SandboxServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_KEY = "sandbox-api-key"

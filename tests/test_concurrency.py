@@ -31,7 +31,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     extract_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
-from airflow_provider_lucca.sandbox import SandboxServer
+from lucca_sandbox import SandboxServer
 from tests.conftest import SANDBOX_KEY
 
 LOG = logging.getLogger("tests.concurrency")

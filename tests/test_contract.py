@@ -18,7 +18,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
 from airflow_provider_lucca.client import REALIZED_TRAININGS_PATH, ClientConfig, LuccaClient
-from airflow_provider_lucca.sandbox import SandboxServer
+from lucca_sandbox import SandboxServer
 
 SPEC = Path(__file__).parent / "spec" / "lucca-training-realized-trainings-v2.openapi.yaml"
 

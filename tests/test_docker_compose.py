@@ -161,7 +161,7 @@ def conn_id_of(env_var: str) -> str:
 
 def sandbox_config(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The SandboxConfig that the compose command builds, through the real ``main`` (no server)."""
-    from airflow_provider_lucca.sandbox import __main__ as sandbox_main
+    from lucca_sandbox import __main__ as sandbox_main
 
     spec = service("lucca-sandbox")
     words = argv(spec.get("command"))
@@ -250,11 +250,12 @@ def test_dags_folder_is_mounted_where_airflow_reads_it(name: str) -> None:
 
 
 def test_lucca_sandbox_console_script_is_declared_and_installed() -> None:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    # The sandbox is its own distribution (sandbox/pyproject.toml), installed into the image.
+    scripts = tomllib.loads((ROOT / "sandbox" / "pyproject.toml").read_text())["project"]["scripts"]
     assert argv(service("lucca-sandbox")["command"])[0] in scripts
-    assert scripts["lucca-sandbox"] == "airflow_provider_lucca.sandbox.__main__:main"
+    assert scripts["lucca-sandbox"] == "lucca_sandbox.__main__:main"
     (entry_point,) = importlib.metadata.entry_points(group="console_scripts", name="lucca-sandbox")
-    from airflow_provider_lucca.sandbox.__main__ import main
+    from lucca_sandbox.__main__ import main
 
     assert entry_point.load() is main
 
@@ -272,7 +273,7 @@ def test_lucca_sandbox_is_exposed_on_purpose_with_its_own_key_and_admin_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """0.0.0.0 needs --allow-remote and a non-default key; the admin token is set, not random."""
-    from airflow_provider_lucca.sandbox import DEFAULT_API_KEY
+    from lucca_sandbox import DEFAULT_API_KEY
 
     spec = service("lucca-sandbox")
     assert "--allow-remote" in argv(spec["command"])
@@ -294,7 +295,7 @@ def test_sandbox_healthcheck_and_lucca_connection_work_against_the_compose_sandb
 ) -> None:
     """Run the sandbox as configured by compose (on loopback) and use it as the stack would."""
     from airflow_provider_lucca.hooks.lucca import LuccaHook
-    from airflow_provider_lucca.sandbox import SandboxServer
+    from lucca_sandbox import SandboxServer
 
     config = sandbox_config(monkeypatch)
     health = urlsplit(healthcheck_url("lucca-sandbox"))

@@ -29,7 +29,7 @@ from airflow_provider_lucca.client import (
     RetryPolicy,
 )
 from airflow_provider_lucca.hooks.lucca import LuccaHook
-from airflow_provider_lucca.sandbox import SandboxServer
+from lucca_sandbox import SandboxServer
 
 BASE = "https://acme.ilucca.net"
 URL = BASE + REALIZED_TRAININGS_PATH

@@ -47,7 +47,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     extract_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
-from airflow_provider_lucca.sandbox import FaultSchedule, SandboxServer
+from lucca_sandbox import FaultSchedule, SandboxServer
 
 LOG = logging.getLogger("tests.hostile")
 KEY = "hostile-tests-key"

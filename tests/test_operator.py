@@ -15,7 +15,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_lucca.client import LuccaConfigError
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
-from airflow_provider_lucca.sandbox import SandboxServer
+from lucca_sandbox import SandboxServer
 
 USER_FACING_STRINGS = {
     "output_path",

@@ -17,7 +17,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     extract_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
-from airflow_provider_lucca.sandbox import SandboxServer
+from lucca_sandbox import SandboxServer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'

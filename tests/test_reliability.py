@@ -47,8 +47,8 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
-from airflow_provider_lucca.sandbox import BOUNDS, FaultSchedule, SandboxConfig, SandboxServer
-from airflow_provider_lucca.sandbox import server as sandbox_server
+from lucca_sandbox import BOUNDS, FaultSchedule, SandboxConfig, SandboxServer
+from lucca_sandbox import server as sandbox_server
 
 LOG = logging.getLogger("tests.reliability")
 SANDBOX_KEY = "sandbox-api-key"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_lucca.sandbox import (
+from lucca_sandbox import (
     API_PATH,
     FAULT_KINDS,
     FaultSchedule,
@@ -36,8 +36,8 @@ from airflow_provider_lucca.sandbox import (
     SandboxServer,
     generate_records,
 )
-from airflow_provider_lucca.sandbox.__main__ import main
-from airflow_provider_lucca.sandbox.process import SandboxProcess
+from lucca_sandbox.__main__ import main
+from lucca_sandbox.process import SandboxProcess
 
 API_KEY = "sandbox-api-key"
 START = date(2025, 1, 1)
@@ -1030,7 +1030,7 @@ class NoServer:
 
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> list[SandboxConfig]:
-    import airflow_provider_lucca.sandbox.__main__ as sandbox_main
+    import lucca_sandbox.__main__ as sandbox_main
 
     monkeypatch.delenv("LUCCA_SANDBOX_API_KEY", raising=False)
     monkeypatch.delenv("LUCCA_SANDBOX_ADMIN_TOKEN", raising=False)
@@ -1149,7 +1149,7 @@ def test_admin_changes_need_the_token(
 def test_cli_remote_bind_with_allow_remote_and_a_key(tmp_path: Path) -> None:
     port_file, stderr_file = tmp_path / "port", tmp_path / "stderr"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUCCA_SANDBOX_")}
-    command = [sys.executable, "-m", "airflow_provider_lucca.sandbox", "--host", "0.0.0.0"]
+    command = [sys.executable, "-m", "lucca_sandbox", "--host", "0.0.0.0"]
     command += ["--allow-remote", "--api-key", "xyz", "--port", "0", "--port-file", str(port_file)]
     command += ["--records", "50"]
     lines: queue.Queue[str] = queue.Queue()
@@ -1239,7 +1239,7 @@ def test_cli_serves_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
     port_file = tmp_path / "port"
     env = {**os.environ, "LUCCA_SANDBOX_API_KEY": "cli-key"}
     env.pop("LUCCA_SANDBOX_ADMIN_TOKEN", None)
-    command = [sys.executable, "-m", "airflow_provider_lucca.sandbox", "--port", "0"]
+    command = [sys.executable, "-m", "lucca_sandbox", "--port", "0"]
     command += ["--port-file", str(port_file), "--records", "100", "--bounds", "inclusive"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env

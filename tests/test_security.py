@@ -56,7 +56,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.hooks.lucca import LuccaHook
-from airflow_provider_lucca.sandbox import FaultSchedule, SandboxConfig, SandboxServer
+from lucca_sandbox import FaultSchedule, SandboxConfig, SandboxServer
 
 LOG = logging.getLogger("tests.security")
 #: Unique per session, so that finding it anywhere can only mean it leaked from this run.

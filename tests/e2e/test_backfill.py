@@ -26,7 +26,7 @@ from airflow_stack import AirflowStack
 
 from airflow_provider_lucca.extraction.commit import read_manifest
 from airflow_provider_lucca.extraction.reader import read_partition
-from airflow_provider_lucca.sandbox.data import generate_records
+from lucca_sandbox.data import generate_records
 
 DAG_ID = "lucca_realized_trainings_daily"
 PARIS = ZoneInfo("Europe/Paris")

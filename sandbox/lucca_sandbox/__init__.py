@@ -4,7 +4,7 @@ It lets the provider be developed, tested, demoed and benchmarked without a Lucc
 including the failure modes a tenant produces (rate limits, gateway errors, dropped
 connections). Standard library only, so importing it never pulls Airflow in.
 
-Run it with ``python -m airflow_provider_lucca.sandbox`` (or ``lucca-sandbox``), or in-process::
+Run it with ``python -m lucca_sandbox`` (or ``lucca-sandbox``), or in-process::
 
     with SandboxServer(SandboxConfig(records=500)) as server:
         requests.get(server.url + API_PATH, headers={"Authorization": "lucca application=..."})

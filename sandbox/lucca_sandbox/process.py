@@ -25,7 +25,7 @@ READY_TIMEOUT = 60.0
 
 
 class SandboxProcess:
-    """``python -m airflow_provider_lucca.sandbox --port 0 ...`` on loopback.
+    """``python -m lucca_sandbox --port 0 ...`` on loopback.
 
     :param args: extra command-line flags (``["--records", "5000"]``).
     :param log_path: where the sandbox's output goes (default: discarded).
@@ -51,7 +51,7 @@ class SandboxProcess:
     def start(self) -> SandboxProcess:
         with tempfile.TemporaryDirectory(prefix="lucca-sandbox-") as workdir:
             port_file = os.path.join(workdir, "port")
-            command = [sys.executable, "-m", "airflow_provider_lucca.sandbox"]
+            command = [sys.executable, "-m", "lucca_sandbox"]
             command += ["--host", "127.0.0.1", "--port", "0", "--port-file", port_file, *self.args]
             # A --admin-token in args wins over the environment; it is the same token then.
             env = {**os.environ, "LUCCA_SANDBOX_ADMIN_TOKEN": self.admin_token}
