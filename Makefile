@@ -8,7 +8,7 @@ RUN := $(VENV)/bin/
 SYNC_STAMP := $(VENV)/.synced
 EXTRAS := --extra s3 --extra parquet
 
-.PHONY: help venv demo test test-fast lint format bench airflow clean
+.PHONY: help venv demo test test-fast lint format bench airflow clean system-packages
 
 help:
 	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files)"
@@ -35,7 +35,10 @@ format: venv
 	$(RUN)ruff check --fix .
 	$(RUN)ruff format .
 
-test: lint
+system-packages:
+	bash scripts/system_packages.sh
+
+test: system-packages lint
 	$(RUN)pytest $(PYTEST_ARGS)
 
 demo: venv

@@ -56,7 +56,7 @@ def page(tmp_path: Path) -> Iterator[Page]:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's Chromium with "
-            "`apt-get install -y --no-install-recommends chromium` (.ci/run does it in CI). "
+            "`apt-get install -y --no-install-recommends chromium` (`make test` does it as root). "
             "Do not use `playwright install`.",
             pytrace=False,
         )
