@@ -9,33 +9,18 @@ import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from airflow_provider_lucca.client.defaults import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES_RANGE,
+    PAGE_SIZE_RANGE,
+    REQUESTS_PER_MINUTE_RANGE,
+    TIMEOUT_RANGE,
+)
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.client.retry import RetryPolicy
-
-DEFAULT_REQUESTS_PER_MINUTE = 50
-DEFAULT_PAGE_SIZE = 100
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 5
-#: A page of 100 realized trainings is a few tens of kilobytes; anything near this is not one.
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-
-# Bounds (both included) of the settings. ClientConfig checks them, and LuccaHook checks the
-# connection's extras against the same constants, so the two can never disagree.
-
-#: 0 disables pacing. 6000 (100 a second) is already 120 times Lucca's limit per tenant: anything
-#: above is a typo, and ``1e300`` would otherwise switch the pacing off without a word.
-REQUESTS_PER_MINUTE_RANGE = (0, 6000)
-#: Lucca's ``limit`` parameter.
-PAGE_SIZE_RANGE = (1, 100)
-#: Seconds, for a connection's ``timeout`` extra. Lucca aborts requests after 5 s, so one second
-#: is the least that makes sense against a real account and five minutes the most; ClientConfig
-#: itself also accepts sub-second values (a local sandbox), never above the maximum. Unbounded,
-#: ``10**12`` raised OverflowError in the socket layer at the first request.
-TIMEOUT_RANGE = (1.0, 300.0)
-#: Retries of one request (the connection's ``max_retries`` extra).
-MAX_RETRIES_RANGE = (0, 20)
-#: Bytes of one answer, held in memory: Lucca's documented payload maximum is 100 MB.
-MAX_RESPONSE_BYTES_RANGE = (1, 100 * 1024 * 1024)
 
 _HOST_FORM = (
     "expected a host name of dot-separated labels of 1 to 63 letters, digits or hyphens, none "
@@ -183,7 +168,8 @@ def validate_api_key(key: object) -> str:
 class ClientConfig:
     """Everything the client needs, resolved once from an Airflow connection (or by hand).
 
-    Every setting is checked here, before any request: see the ``*_RANGE`` constants.
+    Every setting is checked here, before any request, against the ``*_RANGE`` constants of
+    :mod:`airflow_provider_lucca.client.defaults`.
 
     :param base_url: the account URL; see :func:`normalize_base_url`.
     :param api_key: sent only to ``base_url``, in the ``Authorization`` header; printable ASCII.

@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from airflow_provider_lucca.client.defaults import DEFAULT_MAX_RETRIES
+
 #: Statuses worth another attempt: rate limiting, request timeout and transient server failures.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -28,7 +30,7 @@ class RetryPolicy:
         limit is per minute, so retrying within seconds would only meet more 429s.
     """
 
-    max_attempts: int = 6
+    max_attempts: int = 1 + DEFAULT_MAX_RETRIES
     backoff_base: float = 1.0
     backoff_max: float = 30.0
     jitter: float = 0.5

@@ -30,7 +30,7 @@ from airflow_provider_lucca.client import (
     Page,
     RetryPolicy,
 )
-from airflow_provider_lucca.client.config import (
+from airflow_provider_lucca.client.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_REQUESTS_PER_MINUTE,
@@ -49,7 +49,10 @@ TEST_RETRY_POLICY = RetryPolicy(max_attempts=2, backoff_base=0.5, max_total_seco
 #: Every key the connection's extra may hold; any other is refused (a typo would otherwise keep the
 #: default of the setting meant, silently).
 EXTRA_KEYS = ("allow_plain_http", "max_retries", "page_size", "requests_per_minute", "timeout")
-_EXTRA_EXAMPLE = '{"requests_per_minute": 50, "page_size": 100, "timeout": 30, "max_retries": 5}'
+_EXTRA_EXAMPLE = (
+    f'{{"requests_per_minute": {DEFAULT_REQUESTS_PER_MINUTE}, "page_size": {DEFAULT_PAGE_SIZE}, '
+    f'"timeout": {DEFAULT_TIMEOUT:g}, "max_retries": {DEFAULT_MAX_RETRIES}}}'
+)
 
 
 class LuccaHook(BaseHook):
@@ -58,7 +61,7 @@ class LuccaHook(BaseHook):
     The connection's Host is the account URL (``https://acme.ilucca.net``), its Password the API
     key; extras ``requests_per_minute``, ``page_size``, ``timeout``, ``max_retries`` and
     ``allow_plain_http`` tune the client (see the README). Everything is checked before any
-    request, against the bounds of :mod:`airflow_provider_lucca.client.config`; an extra that is
+    request, against the bounds of :mod:`airflow_provider_lucca.client.defaults`; an extra that is
     not a JSON object, or holds another key, is refused rather than ignored.
 
     :param lucca_conn_id: the Airflow connection id.
