@@ -1,8 +1,8 @@
 """Lucca HTTP client with no Airflow dependency: config, retries, pacing, pagination, errors.
 
 The names of :mod:`~airflow_provider_lucca.client.client` (``LuccaClient``, ``ClientStats``,
-``Page``, ``REALIZED_TRAININGS_PATH``) are imported on first use: that module needs ``requests``,
-a quarter of a second to import, and Airflow reads the connection form's defaults from
+``REALIZED_TRAININGS_PATH``) are imported on first use: that module needs ``requests``, a quarter
+of a second to import, and Airflow reads the connection form's defaults from
 :mod:`~airflow_provider_lucca.client.defaults` at every start-up, before any hook runs.
 """
 
@@ -27,6 +27,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaTLSError,
 )
 from airflow_provider_lucca.client.pacing import RequestPacer
+from airflow_provider_lucca.client.paging import Page
 from airflow_provider_lucca.client.retry import RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
@@ -34,10 +35,9 @@ if TYPE_CHECKING:
         REALIZED_TRAININGS_PATH,
         ClientStats,
         LuccaClient,
-        Page,
     )
 
-_FROM_CLIENT_MODULE = frozenset({"REALIZED_TRAININGS_PATH", "ClientStats", "LuccaClient", "Page"})
+_FROM_CLIENT_MODULE = frozenset({"REALIZED_TRAININGS_PATH", "ClientStats", "LuccaClient"})
 
 
 def __getattr__(name: str) -> Any:

@@ -27,20 +27,21 @@ from airflow_provider_lucca.client.errors import (
     LuccaRedirectError,
     LuccaRequestError,
     LuccaResponseError,
-    LuccaRetriesExhaustedError,
     LuccaServerError,
     LuccaTLSError,
 )
 from airflow_provider_lucca.client.pacing import RequestPacer
+from airflow_provider_lucca.client.paging import JsonObject, Page, PagingGuard, parse_page
 from airflow_provider_lucca.client.query import QueryParams, realized_trainings_params
-from airflow_provider_lucca.client.retry import parse_retry_after
+from airflow_provider_lucca.client.retry import (
+    Failure,
+    GiveUp,
+    Transport,
+    parse_retry_after,
+)
 
 REALIZED_TRAININGS_PATH = "/talent-training/api/v2/realized-trainings"
 BODY_EXCERPT_CHARS = 200
-#: Empty pages that still carry a ``next`` cursor before paging is declared stuck.
-MAX_EMPTY_PAGES = 3
-
-JsonObject = dict[str, Any]
 
 
 class Logger(Protocol):
@@ -49,19 +50,6 @@ class Logger(Protocol):
     def info(self, msg: Any, /, *args: Any) -> Any: ...
 
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a listing, exactly as the API sent its items.
-
-    :param count: the total the server reports for the whole request (all pages), when asked.
-    """
-
-    number: int
-    items: list[JsonObject]
-    next_cursor: str | None
-    count: int | None
 
 
 @dataclass
@@ -125,7 +113,12 @@ class LuccaClient:
     # -- single requests -------------------------------------------------------------------------
 
     def get_json(self, path: str, params: QueryParams) -> JsonObject:
-        """GET ``path`` with retries; return the decoded JSON object of a 2xx answer."""
+        """GET ``path`` with retries; return the decoded JSON object of a 2xx answer.
+
+        Each failed attempt becomes a :class:`~airflow_provider_lucca.client.retry.Failure`, and
+        the policy's :meth:`~airflow_provider_lucca.client.retry.RetryPolicy.decide` says whether
+        to wait and retry or what to raise; this loop does the sending, logging and sleeping.
+        """
         if not path.startswith("/") or "://" in path:
             raise ValueError(f"path must be a path on the account host, got {path!r}")
         policy = self.config.retry
@@ -135,91 +128,60 @@ class LuccaClient:
             attempt += 1
             self.stats.pacing_wait_seconds += self._pacer.wait()
             self.stats.requests += 1
+            cause: BaseException
             try:
                 response = self._send(path, params)
-            except requests.exceptions.SSLError as exc:
-                raise LuccaTLSError(
-                    f"GET {path}: TLS verification of {self.config.base_url} failed ({exc}). "
-                    "Lucca's certificates are publicly trusted: check the account URL. "
-                    "Not retried, and verification is never switched off.",
-                    path=path,
-                ) from exc
             except (
-                requests.ConnectionError,
+                requests.ConnectionError,  # SSLError included
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body
             ) as exc:
-                failure: LuccaAPIError | None = None
-                reason = f"{type(exc).__name__}"
-                retry_after = None
-                cause: BaseException = exc
+                failure = self._no_answer(path, exc)
+                cause = exc
             else:
                 self.stats.statuses[response.status_code] = (
                     self.stats.statuses.get(response.status_code, 0) + 1
                 )
                 if 200 <= response.status_code < 300:
                     return self._decode(response, path)
-                failure = _classify(response, path, secret=self.config.api_key)
+                error = _classify(response, path, secret=self.config.api_key)
                 response.close()
-                if response.status_code not in policy.retryable_statuses:
-                    raise failure
-                reason = f"HTTP {response.status_code}"
-                retry_after = failure.retry_after
-                cause = failure
+                failure = Failure.answer(error)
+                cause = error
 
-            if retry_after is not None and retry_after > policy.retry_after_cap:
-                rate_limited = failure is not None and failure.status == 429
-                raise (LuccaRateLimitError if rate_limited else LuccaServerError)(
-                    f"GET {path}: {reason} on attempt {attempt} asked to retry after "
-                    f"{retry_after:.0f} s, above the cap of {policy.retry_after_cap:.0f} s "
-                    "(RetryPolicy.retry_after_cap); failing now rather than sleeping. "
-                    + (
-                        "The tenant's rate budget is probably used by another integration."
-                        if rate_limited
-                        else "Lucca is probably in maintenance: retry later."
-                    ),
-                    status=failure.status if failure else None,
-                    path=path,
-                    retry_after=retry_after,
-                ) from cause
-            if retry_after is not None:
-                wait = retry_after
-            else:
-                wait = policy.backoff(attempt, self._rng)
-                if failure is not None and failure.status == 429:
-                    # No Retry-After: the tenant's window is a minute, a short backoff would spend
-                    # the attempts inside it.
-                    wait = max(wait, policy.rate_limit_min_wait)
-            elapsed = self._clock() - started
-            if attempt >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
-                budget = (
-                    f"{attempt} attempts"
-                    if attempt >= policy.max_attempts
-                    else f"the {policy.max_total_seconds:.0f} s time budget"
-                )
-                raise LuccaRetriesExhaustedError(
-                    f"GET {path} failed after {attempt} attempts in {elapsed:.1f} s "
-                    f"({budget} spent); last failure: {reason}"
-                    + (f" ({failure})" if failure else f": {str(cause)[:300]}"),
-                    attempts=attempt,
-                    status=failure.status if failure else None,
-                    path=path,
-                    title=failure.title if failure else None,
-                    detail=failure.detail if failure else None,
-                ) from cause
+            decision = policy.decide(
+                failure, attempt=attempt, elapsed=self._clock() - started, rng=self._rng
+            )
+            if isinstance(decision, GiveUp):
+                if decision.error is cause:  # an answer not worth retrying: raised as classified
+                    raise decision.error
+                raise decision.error from cause
             self.log.warning(
                 "Lucca GET %s: %s on attempt %d/%d, retrying in %.1f s%s",
                 path,
-                reason,
+                decision.reason,
                 attempt,
                 policy.max_attempts,
-                wait,
-                " (Retry-After)" if retry_after is not None else "",
+                decision.wait,
+                " (Retry-After)" if decision.retry_after else "",
             )
             self.stats.retries += 1
-            self.stats.retry_wait_seconds += wait
-            if wait > 0:
-                self._sleep(wait)
+            self.stats.retry_wait_seconds += decision.wait
+            if decision.wait > 0:
+                self._sleep(decision.wait)
+
+    def _no_answer(self, path: str, exc: BaseException) -> Failure:
+        """A transport error as a Failure; a TLS failure carries the error raised for it."""
+        kind = _transport_kind(exc)
+        error = None
+        if kind is Transport.TLS:
+            error = LuccaTLSError(
+                f"GET {path}: TLS verification of {self.config.base_url} failed ({exc}). "
+                "Lucca's certificates are publicly trusted: check the account URL. "
+                "Not retried, and verification is never switched off.",
+                path=path,
+            )
+        return Failure.no_answer(path, kind, type(exc).__name__, str(exc), error=error)
 
     def _send(self, path: str, params: QueryParams) -> requests.Response:
         timeout = (min(10.0, self.config.timeout), self.config.timeout)
@@ -310,40 +272,19 @@ class LuccaClient:
         as ``page=<cursor>`` on the same host and path, never used as a URL. A repeated cursor,
         more than a page of items beyond the reported count, or a run of empty pages that still
         point further are server bugs that would otherwise page forever: each fails the
-        extraction. (A few repeated items are the caller's to judge against the count.)
+        extraction (see :class:`~airflow_provider_lucca.client.paging.PagingGuard`).
         """
         limit = self.config.page_size
         base = [(k, v) for k, v in params if k not in ("fields.root", "limit", "page")]
         base += [("fields.root", "next,count"), ("limit", str(limit))]
-        seen: set[str] = set()
+        guard = PagingGuard(path, limit)
         cursor: str | None = None
-        number = received = empty_in_a_row = 0
         while True:
             query = base if cursor is None else [*base, ("page", cursor)]
-            body = self.get_json(path, query)
-            number += 1
-            page = _parse_page(body, number=number, limit=limit, path=path)
-            if page.next_cursor is not None and page.next_cursor in seen:
-                raise LuccaResponseError(
-                    f"GET {path}: page {number} returned a cursor already followed "
-                    f"({page.next_cursor[:40]!r}); stopping instead of looping forever."
-                )
-            received += len(page.items)
-            empty_in_a_row = 0 if page.items else empty_in_a_row + 1
-            if page.count is not None and received > page.count + limit:
-                raise LuccaResponseError(
-                    f"GET {path}: {received} items received by page {number}, more than a page "
-                    f"beyond the count={page.count} the server reports; stopping."
-                )
-            if page.next_cursor is not None and empty_in_a_row >= MAX_EMPTY_PAGES:
-                raise LuccaResponseError(
-                    f"GET {path}: {empty_in_a_row} empty pages in a row that still point to a "
-                    "next one; stopping instead of paging forever."
-                )
+            page = guard.accept(self.get_json(path, query))
             yield page
             if page.next_cursor is None:
                 return
-            seen.add(page.next_cursor)
             cursor = page.next_cursor
 
     def iter_realized_trainings(
@@ -373,33 +314,20 @@ class LuccaClient:
     def check(self) -> int | None:
         """One cheap request (``limit=1``) that proves host, key and rights; returns the count."""
         body = self.get_json(REALIZED_TRAININGS_PATH, [("fields.root", "count"), ("limit", "1")])
-        return _parse_page(body, number=1, limit=1, path=REALIZED_TRAININGS_PATH).count
+        return parse_page(body, number=1, limit=1, path=REALIZED_TRAININGS_PATH).count
 
 
-def _parse_page(body: JsonObject, *, number: int, limit: int, path: str) -> Page:
-    where = f"GET {path} page {number}"
-    items = body.get("items")
-    if not isinstance(items, list):
-        raise LuccaResponseError(
-            f"{where}: 'items' is {'missing' if items is None else type(items).__name__}, "
-            "expected a list of records."
-        )
-    if len(items) > limit:
-        raise LuccaResponseError(f"{where}: {len(items)} items for limit={limit}.")
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise LuccaResponseError(
-                f"{where}: item {index} is {type(item).__name__}, expected an object."
-            )
-    next_cursor = body.get("next")
-    if next_cursor is not None and (not isinstance(next_cursor, str) or not next_cursor):
-        raise LuccaResponseError(
-            f"{where}: 'next' is {next_cursor!r}, expected a cursor string or null."
-        )
-    count = body.get("count")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-        raise LuccaResponseError(f"{where}: 'count' is {count!r}, expected an integer >= 0.")
-    return Page(number=number, items=items, next_cursor=next_cursor, count=count)
+def _transport_kind(exc: BaseException) -> Transport:
+    """What a transport error from ``requests`` is, for the retry decision."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Transport.TLS
+    if isinstance(exc, requests.exceptions.ConnectTimeout):  # also a ConnectionError
+        return Transport.CONNECT_TIMEOUT
+    if isinstance(exc, requests.Timeout):
+        return Transport.READ_TIMEOUT
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return Transport.DROPPED
+    return Transport.CONNECTION
 
 
 _ERROR_KINDS: dict[int, type[LuccaAPIError]] = {

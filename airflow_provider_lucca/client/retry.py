@@ -1,17 +1,130 @@
-"""The retry policy as a small immutable value, with the clock and randomness left to the caller."""
+"""The retry policy as a small immutable value, with the clock and randomness left to the caller.
+
+:meth:`RetryPolicy.decide` is the whole retry decision, as a pure function: given one failed
+attempt (a :class:`Failure`), how many attempts were made and how long they took, it answers
+:class:`Retry` (wait so long, then try again) or :class:`GiveUp` (raise this error). The client
+does the I/O around it: sending, classifying the answer, logging, sleeping, counting.
+"""
 
 from __future__ import annotations
 
 import email.utils
+import enum
 import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from airflow_provider_lucca.client.defaults import DEFAULT_MAX_RETRIES
+from airflow_provider_lucca.client.errors import (
+    LuccaAPIError,
+    LuccaRateLimitError,
+    LuccaRetriesExhaustedError,
+    LuccaServerError,
+)
 
 #: Statuses worth another attempt: rate limiting, request timeout and transient server failures.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class Transport(enum.Enum):
+    """A failure without an HTTP answer, by what retrying makes of it."""
+
+    #: The connection could not be opened in time.
+    CONNECT_TIMEOUT = "connect timeout"
+    #: No answer (or not the whole body) within the read timeout.
+    READ_TIMEOUT = "read timeout"
+    #: Refused, reset, unknown host, proxy error.
+    CONNECTION = "connection error"
+    #: The connection dropped in the middle of the body.
+    DROPPED = "dropped mid-body"
+    #: The certificate could not be verified: never retried, it does not become valid by waiting.
+    TLS = "TLS verification failed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as the retry decision sees it: an HTTP error answer, or no answer.
+
+    Build it with :meth:`answer` or :meth:`no_answer`.
+
+    :param path: the request path, for messages.
+    :param reason: ``HTTP 503``, or the transport error's class name (``ReadTimeout``).
+    :param status: the HTTP status; None when no answer came.
+    :param transport: the kind of transport error; None for an HTTP answer.
+    :param retry_after: the answer's Retry-After, in seconds, if it had a readable one.
+    :param error: the error raised as is when this failure is not retried: the classified answer,
+        or the TLS error. None for the other transport errors, which are always retried.
+    :param text: the transport error's message, quoted when the retries run out.
+    """
+
+    path: str
+    reason: str
+    status: int | None = None
+    transport: Transport | None = None
+    retry_after: float | None = None
+    error: LuccaAPIError | None = None
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.status is None) == (self.transport is None):
+            raise ValueError("a Failure has either an HTTP status or a transport error kind")
+        if self.error is None and (self.status is not None or self.transport is Transport.TLS):
+            raise ValueError(f"a Failure ({self.reason}) that may not be retried needs its error")
+
+    @classmethod
+    def answer(cls, error: LuccaAPIError) -> Failure:
+        """An HTTP error answer, classified (status, path and Retry-After are read from it)."""
+        if error.status is None:
+            raise ValueError("an HTTP answer's error needs its status")
+        return cls(
+            path=error.path,
+            reason=f"HTTP {error.status}",
+            status=error.status,
+            retry_after=error.retry_after,
+            error=error,
+        )
+
+    @classmethod
+    def no_answer(
+        cls,
+        path: str,
+        kind: Transport,
+        name: str,
+        text: str = "",
+        *,
+        error: LuccaAPIError | None = None,
+    ) -> Failure:
+        """A transport error: ``name`` is its class name, ``error`` what to raise for TLS."""
+        return cls(path=path, reason=name, transport=kind, error=error, text=text)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Wait ``wait`` seconds, then make the next attempt.
+
+    :param reason: what failed (``HTTP 429``, ``ReadTimeout``), for the log.
+    :param retry_after: True when the wait is the server's Retry-After, not a backoff.
+    """
+
+    wait: float
+    reason: str
+    retry_after: bool = False
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Stop retrying and raise ``error``.
+
+    The caller chains it to the failure's cause (``raise error from cause``) unless it is the
+    classified answer itself, raised as is.
+    """
+
+    error: LuccaAPIError
+
+
+#: What :meth:`RetryPolicy.decide` answers.
+Decision = Retry | GiveUp
 
 
 @dataclass(frozen=True)
@@ -59,6 +172,79 @@ class RetryPolicy:
         delay = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
         draw = float((rng or random).random())
         return float(delay * (1.0 - self.jitter * draw))
+
+    def retries(self, failure: Failure) -> bool:
+        """Whether this kind of failure is worth another attempt at all, budgets aside."""
+        if failure.status is not None:
+            return failure.status in self.retryable_statuses
+        return failure.transport is not Transport.TLS
+
+    def decide(
+        self,
+        failure: Failure,
+        *,
+        attempt: int,
+        elapsed: float,
+        rng: random.Random | None = None,
+    ) -> Decision:
+        """Retry after ``failure`` on attempt ``attempt`` (1 = the first), or give up, and why.
+
+        In this order: a failure that is never retried (:meth:`retries`) gives up with its own
+        error; a Retry-After above ``retry_after_cap`` gives up at once (rate limit on a 429,
+        maintenance otherwise); the wait is the Retry-After, or the jittered backoff (one draw
+        from ``rng``) raised to ``rate_limit_min_wait`` on a 429; the retries are exhausted on the
+        last attempt or when ``elapsed`` seconds (since the first attempt started) plus the wait
+        would overrun ``max_total_seconds``; otherwise, retry.
+        """
+        if not self.retries(failure):
+            assert failure.error is not None  # Failure requires it for these
+            return GiveUp(failure.error)
+        path, reason, retry_after = failure.path, failure.reason, failure.retry_after
+        if retry_after is not None and retry_after > self.retry_after_cap:
+            rate_limited = failure.status == 429
+            return GiveUp(
+                (LuccaRateLimitError if rate_limited else LuccaServerError)(
+                    f"GET {path}: {reason} on attempt {attempt} asked to retry after "
+                    f"{retry_after:.0f} s, above the cap of {self.retry_after_cap:.0f} s "
+                    "(RetryPolicy.retry_after_cap); failing now rather than sleeping. "
+                    + (
+                        "The tenant's rate budget is probably used by another integration."
+                        if rate_limited
+                        else "Lucca is probably in maintenance: retry later."
+                    ),
+                    status=failure.status,
+                    path=path,
+                    retry_after=retry_after,
+                )
+            )
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            wait = self.backoff(attempt, rng)
+            if failure.status == 429:
+                # No Retry-After: the tenant's window is a minute, a short backoff would spend the
+                # attempts inside it.
+                wait = max(wait, self.rate_limit_min_wait)
+        if attempt >= self.max_attempts or elapsed + wait > self.max_total_seconds:
+            budget = (
+                f"{attempt} attempts"
+                if attempt >= self.max_attempts
+                else f"the {self.max_total_seconds:.0f} s time budget"
+            )
+            error = failure.error
+            return GiveUp(
+                LuccaRetriesExhaustedError(
+                    f"GET {path} failed after {attempt} attempts in {elapsed:.1f} s "
+                    f"({budget} spent); last failure: {reason}"
+                    + (f" ({error})" if error else f": {failure.text[:300]}"),
+                    attempts=attempt,
+                    status=failure.status,
+                    path=path,
+                    title=error.title if error else None,
+                    detail=error.detail if error else None,
+                )
+            )
+        return Retry(wait=wait, reason=reason, retry_after=retry_after is not None)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
