@@ -7,11 +7,16 @@ except for the refused-connection case, which uses a real closed port on loopbac
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,9 +29,20 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 from airflow_provider_lucca import __version__, get_provider_info
 from airflow_provider_lucca.client import (
     REALIZED_TRAININGS_PATH,
+    ClientConfig,
     LuccaConfigError,
     LuccaRetriesExhaustedError,
     RetryPolicy,
+)
+from airflow_provider_lucca.client.defaults import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_TIMEOUT,
+    MAX_RETRIES_RANGE,
+    PAGE_SIZE_RANGE,
+    REQUESTS_PER_MINUTE_RANGE,
+    TIMEOUT_RANGE,
 )
 from airflow_provider_lucca.hooks.lucca import LuccaHook
 from lucca_sandbox import SandboxServer
@@ -685,9 +701,9 @@ def test_lucca_connection_type_is_registered_with_a_testable_hook(providers_mana
 @pytest.mark.parametrize(
     ("name", "schema"),
     [
-        ("requests_per_minute", {"default": 50, "minimum": 0}),
+        ("requests_per_minute", {"default": 50, "minimum": 0, "maximum": 6000}),
         ("page_size", {"default": 100, "minimum": 1, "maximum": 100}),
-        ("timeout", {"default": 30, "minimum": 1}),
+        ("timeout", {"default": 30, "minimum": 1, "maximum": 300}),
         ("max_retries", {"default": 5, "minimum": 0, "maximum": 20}),
         ("allow_plain_http", {"default": False}),
     ],
@@ -721,3 +737,72 @@ def test_connection_form_relabels_and_hides_standard_fields(providers_manager: A
     assert "password" not in behaviour["hidden_fields"]
     assert behaviour["relabeling"] == {"host": "Lucca account URL", "password": "API key"}
     assert behaviour["placeholders"]["host"].startswith("https://")
+
+
+# -- one source for the defaults and bounds: form, hook, client ---------------------------------
+
+#: The numeric extras: default and bounds (both included), as client/defaults.py writes them.
+NUMERIC_SETTINGS: dict[str, tuple[float, tuple[float, float]]] = {
+    "requests_per_minute": (DEFAULT_REQUESTS_PER_MINUTE, REQUESTS_PER_MINUTE_RANGE),
+    "page_size": (DEFAULT_PAGE_SIZE, PAGE_SIZE_RANGE),
+    "timeout": (DEFAULT_TIMEOUT, TIMEOUT_RANGE),
+    "max_retries": (DEFAULT_MAX_RETRIES, MAX_RETRIES_RANGE),
+}
+
+
+def test_the_form_the_hook_and_the_client_agree_on_the_defaults(set_conn: SetConn) -> None:
+    form = get_provider_info()["connection-types"][0]["conn-fields"]
+    shown = {name: form[name]["schema"]["default"] for name in NUMERIC_SETTINGS}
+    constants = {name: default for name, (default, _) in NUMERIC_SETTINGS.items()}
+    set_conn(extra="")
+    hook = LuccaHook(CONN_ID).client_config
+    plain = ClientConfig(base_url=BASE, api_key=KEY)
+    for config in (hook, plain):
+        used = {
+            "requests_per_minute": config.requests_per_minute,
+            "page_size": config.page_size,
+            "timeout": config.timeout,
+            "max_retries": config.retry.max_attempts - 1,
+        }
+        assert shown == constants == used
+        assert config.retry == RetryPolicy()
+    assert RetryPolicy().max_attempts == 1 + DEFAULT_MAX_RETRIES
+    assert form["allow_plain_http"]["schema"]["default"] is hook.allow_plain_http is False
+
+
+@pytest.mark.parametrize("name", NUMERIC_SETTINGS)
+def test_the_form_offers_exactly_what_the_hook_accepts(set_conn: SetConn, name: str) -> None:
+    """The form's minimum and maximum are the hook's bounds: both accepted, a step beyond each
+    refused."""
+    schema = get_provider_info()["connection-types"][0]["conn-fields"][name]["schema"]
+    _, (low, high) = NUMERIC_SETTINGS[name]
+    assert (schema["minimum"], schema["maximum"]) == (low, high)
+    for value in (low, high):
+        set_conn(extra={name: value})
+        LuccaHook(CONN_ID).client_config  # noqa: B018 - accepted
+    for value in (low - 1, high + 1):
+        set_conn(extra={name: value})
+        with pytest.raises(LuccaConfigError, match=f"extra {name}="):
+            LuccaHook(CONN_ID).client_config  # noqa: B018
+
+
+def test_the_entry_point_in_pyproject_names_get_provider_info() -> None:
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = re.search(r'^provider_info = "([\w.]+):(\w+)"$', pyproject, flags=re.M)
+    assert found, "no provider_info entry point in pyproject.toml"
+    module, attribute = found.groups()
+    assert getattr(importlib.import_module(module), attribute) is get_provider_info
+
+
+def test_reading_the_provider_info_imports_neither_airflow_nor_requests() -> None:
+    """Airflow calls get_provider_info at every start-up, before any hook is needed."""
+    code = (
+        "import sys\n"
+        "from airflow_provider_lucca.get_provider_info import get_provider_info\n"
+        "get_provider_info()\n"
+        "print(sorted(m for m in ('airflow', 'requests') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
