@@ -54,7 +54,7 @@ class Failure:
     :param transport: the kind of transport error; None for an HTTP answer.
     :param retry_after: the answer's Retry-After, in seconds, if it had a readable one.
     :param error: the error raised as is when this failure is not retried: the classified answer,
-        or the TLS error. None for the other transport errors, which are always retried.
+        or the TLS error. None for the other transport errors, always worth another attempt.
     :param text: the transport error's message, quoted when the retries run out.
     """
 
