@@ -104,14 +104,15 @@ def commit_partitions(
             if is_local(base):
                 target.mkdir(parents=True, exist_ok=True)
             for part in partition.parts:
+                guard.check()
                 uploaded.append(target / part.name)
                 with open(part.local_path, "rb") as source, (target / part.name).open("wb") as sink:
                     shutil.copyfileobj(source, sink, 1024 * 1024)
         previous = {partition.day: read_manifest_bytes(base, partition.day) for partition in staged}
         guard.verify()
-    except Exception as exc:
+    except BaseException as exc:  # a task timeout or a kill signal too: leave no part behind
         left = _remove_quietly(uploaded, log)
-        if isinstance(exc, LuccaLockError):
+        if isinstance(exc, LuccaLockError) or not isinstance(exc, Exception):
             raise
         raise _storage_error("parts", exc, base, (), _parts_note(len(uploaded), left)) from exc
 
@@ -132,10 +133,17 @@ def commit_partitions(
             write_whole(partition_dir(base, partition.day) / MANIFEST_NAME, _dump(manifest))
             written.append(partition.day)
             attempted = None
-    except Exception as exc:
-        if isinstance(exc, LuccaLockError):
-            # Another run may hold the lock now: restoring could overwrite its manifests.
-            raise _storage_error("manifests", exc, base, written, "") from exc
+    except BaseException as exc:
+        if isinstance(exc, LuccaLockError) and not guard.still_ours():
+            # Another run took the lock over: restoring could overwrite its manifests.
+            raise _storage_error(
+                "manifests",
+                exc,
+                base,
+                written,
+                "another run may have committed the other days since",
+                others="",
+            ) from exc
         unrestored = _restore(base, previous, written, log)
         uncertain = attempted is not None and bool(_restore(base, previous, [attempted], log))
         note = (
@@ -144,13 +152,17 @@ def commit_partitions(
             else f"restoring the previous manifests failed for {len(unrestored)} days"
             + (f" (and {attempted} may be on either manifest)" if uncertain else "")
         )
+        left = len(uploaded)
         if not unrestored and not uncertain:
             left = _remove_quietly(uploaded, log)
-            note += "; " + _parts_note(len(uploaded), left)
+        note += "; " + _parts_note(len(uploaded), left)
+        if not isinstance(exc, Exception):
+            raise
         raise _storage_error("manifests", exc, base, unrestored, note) from exc
 
     try:
         for partition in staged:
+            guard.check()  # a run paused past its lease must not delete the next holder's parts
             keep = {MANIFEST_NAME, *(part.name for part in partition.parts)}
             remove_unlisted(partition_dir(base, partition.day), keep)
     except Exception as exc:
@@ -169,10 +181,15 @@ class LockGuard(Protocol):
 
     def check(self) -> None: ...
 
+    def still_ours(self) -> bool: ...
+
 
 class _NoLock:
     def verify(self) -> None:
         pass
+
+    def still_ours(self) -> bool:
+        return True
 
     def check(self) -> None:
         pass
@@ -219,6 +236,8 @@ def _remove_quietly(paths: list[Any], log: Logger | None) -> int:
 
 
 def _parts_note(uploaded: int, left: int) -> str:
+    if not uploaded:
+        return "it had uploaded no part file"
     if not left:
         return f"its {uploaded} uploaded part files were removed"
     return (
@@ -228,11 +247,16 @@ def _parts_note(uploaded: int, left: int) -> str:
 
 
 def _storage_error(
-    phase: str, exc: BaseException, base: Any, committed: Sequence[date], note: str
+    phase: str,
+    exc: BaseException,
+    base: Any,
+    committed: Sequence[date],
+    note: str,
+    *,
+    others: str = ", the others on their previous ones",
 ) -> LuccaStorageError:
     days = (
-        f"{len(committed)} days are on this run's manifests ({_days_text(committed)}), the "
-        "others on their previous ones"
+        f"{len(committed)} days are on this run's manifests ({_days_text(committed)}){others}"
         if committed
         else "no day changed: every manifest is the previous one"
     )

@@ -47,6 +47,8 @@ class IdLedger:
         self._ids = [array("q") for _ in range(BUCKETS)]
         self._days = [array("i") for _ in range(BUCKETS)]
         self._other: dict[str, list[int]] = {}
+        #: Records without an id, per day: they cannot be recognised, only counted.
+        self.anonymous: dict[int, int] = {}
 
     def add_int(self, record_id: int, ordinal: int) -> None:
         """An int id (the usual case, kept out of the generic path for speed)."""
@@ -60,6 +62,25 @@ class IdLedger:
     def add_key(self, key: str, ordinal: int) -> None:
         """Any other id, by its JSON text (``"A-17"``, ``1.5``...)."""
         self._other.setdefault(key, []).append(ordinal)
+
+    def add_anonymous(self, ordinal: int) -> None:
+        self.anonymous[ordinal] = self.anonymous.get(ordinal, 0) + 1
+
+    def same_as(self, other: IdLedger) -> bool:
+        """Whether two reads served the same ids on the same days (and as many records without
+        id per day): a second read that agrees shows that nothing changed between them."""
+        if self.anonymous != other.anonymous or len(self._other) != len(other._other):
+            return False
+        if any(
+            sorted(days) != sorted(other._other.get(key, ())) for key, days in self._other.items()
+        ):
+            return False
+        for bucket in range(BUCKETS):  # one bucket at a time: memory stays flat
+            mine = sorted(zip(self._ids[bucket], self._days[bucket], strict=True))
+            theirs = sorted(zip(other._ids[bucket], other._days[bucket], strict=True))
+            if mine != theirs:
+                return False
+        return True
 
     def repeats(self) -> Repeats:
         extra = 0

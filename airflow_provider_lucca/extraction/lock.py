@@ -22,6 +22,7 @@ of the lease (200 s with the default lease of 300 s).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -129,6 +130,12 @@ class DatasetLock:
                     self.log.info("Took the dataset lock %s after %s", self.path, waited_for)
                 return
             holder = self._read()
+            if holder is not None and holder.get("token") == self.token:
+                # Our own create went through but its answer was lost (the store then said
+                # "exists" to the retry): the lock is ours.
+                self._valid_until = time.monotonic() + self.policy.lease / 3
+                self._start_renewing()
+                return
             if holder is not None and _expired(holder):
                 self.log.warning(
                     "Taking over the dataset lock %s: its holder (run %s, token %s) stopped "
@@ -176,6 +183,17 @@ class DatasetLock:
         if holder is None or holder.get("token") != self.token:
             self._lost = f"the lock now belongs to {_describe(holder)}"
         self.check()
+
+    def still_ours(self) -> bool:
+        """Whether the lock object still holds this run's token (a read; False if unreadable).
+
+        After the lease ran out, a run whose token is still in place was not taken over: it may
+        still put back what it changed."""
+        try:
+            holder = self._read()
+        except Exception:
+            return False
+        return holder is not None and holder.get("token") == self.token
 
     def check(self) -> None:
         """Without I/O: the lease is still running and no renewal saw another token."""
@@ -236,9 +254,20 @@ class DatasetLock:
             holder = json.loads(data)
         except ValueError:
             holder = None
+        written = modified_at(self.path)
         if not isinstance(holder, dict):
-            # Not ours to judge: treat as held, with a lease from its age in the store.
-            return {"token": None, "expires_at_epoch": modified_at(self.path) + self.policy.lease}
+            # Not a lock this provider wrote: held, with a lease counted from its age in the store.
+            return {"token": None, "_expires": written + self.policy.lease}
+        declared = holder.get("expires_at_epoch")
+        if (
+            isinstance(declared, bool)
+            or not isinstance(declared, (int, float))
+            or not math.isfinite(declared)
+        ):
+            declared = written + self.policy.lease
+        # A holder renews by rewriting the object, so the store's own time of the last write
+        # bounds any lease: a lock declaring a lease in 2100 (a skewed clock) still expires.
+        holder["_expires"] = min(declared, written + MAX_LOCK_LEASE)
         return holder
 
     def _delete_if(self, token: object) -> None:
@@ -303,8 +332,7 @@ def _create_local(path: str, data: bytes) -> list[str]:
 
 
 def _expired(holder: dict[str, Any]) -> bool:
-    expires = holder.get("expires_at_epoch")
-    return isinstance(expires, (int, float)) and time.time() > expires
+    return bool(time.time() > holder["_expires"])
 
 
 def _describe(holder: dict[str, Any] | None) -> str:
@@ -312,7 +340,7 @@ def _describe(holder: dict[str, Any] | None) -> str:
         return "no run"
     return (
         f"run {holder.get('run_id')!r} (token {holder.get('token')}, host {holder.get('host')}, "
-        f"lease until {holder.get('expires_at')})"
+        f"lease until {_iso(holder['_expires']) if '_expires' in holder else '?'})"
     )
 
 

@@ -43,6 +43,9 @@ class ExtractionRequest:
         (False only warns).
     :param max_rereads: how many times to read the window again when a read shows that the data
         changed while paging (a record served on two days, a changing count).
+    :param confirm_reads: commit a read only when a second read served the same ids on the same
+        days: catches a record that left the window while another entered it during paging
+        (the count unchanged, nothing repeated), at twice the requests.
     """
 
     window: DateWindow
@@ -53,6 +56,7 @@ class ExtractionRequest:
     file_format: str = "jsonl"
     fail_on_count_mismatch: bool = True
     max_rereads: int = DEFAULT_MAX_REREADS
+    confirm_reads: bool = False
 
     @property
     def extracted_window(self) -> DateWindow:
@@ -205,28 +209,47 @@ def _read_consistently(
     started: float,
     lock: DatasetLock,
 ) -> WindowRead:
-    """Read the window until one read is consistent, at most ``1 + max_rereads`` times."""
-    reads = 1 + request.max_rereads
+    """Read the window until one read is consistent, at most ``1 + max_rereads`` times (one more
+    with ``confirm_reads``, where a read counts only once a second read serves the same ids on
+    the same days)."""
+    reads = 1 + request.max_rereads + (1 if request.confirm_reads else 0)
+    candidate: WindowRead | None = None  # a consistent read waiting for its confirmation
     for number in range(1, reads + 1):
         lock.check()
         directory = os.path.join(workdir, f"read-{number}")
         os.mkdir(directory)
         read = _read_once(client, request, directory, number, log, started)
         change = read.change()
-        if change is None:
+        if change is None and not request.confirm_reads:
             return read
+        if change is None:
+            if candidate is not None and candidate.spooler.ledger.same_as(read.spooler.ledger):
+                shutil.rmtree(candidate.spooler.directory)
+                return read
+            if candidate is not None:
+                change = (
+                    f"read {number} served other records or days than read {candidate.number} "
+                    "(a record entered or left the window while paging)"
+                )
+                shutil.rmtree(candidate.spooler.directory)
+            elif number < reads:
+                log.info("Read %d is consistent; reading again to confirm it.", number)
+            candidate = read
+            if change is None and number < reads:
+                continue
         if number < reads:
             log.warning(
                 "Lucca's data changed while read %d of %s was paging: %s. Reading the window "
-                "again (%d more reads allowed by max_rereads=%d).",
+                "again (%d more reads allowed).",
                 number,
                 request.extracted_window,
                 change,
                 reads - number,
-                request.max_rereads,
             )
-            shutil.rmtree(directory)
+            if candidate is not read:
+                shutil.rmtree(directory)
             continue
+        change = change or "no second read was left to confirm the last one"
         message = (
             f"Lucca's data changed while paging in each of {reads} reads of "
             f"{request.extracted_window}; in the last one {change}."

@@ -84,6 +84,8 @@ class DaySpooler:
                 prefix = "" if record_id is None else encode(record_id)
                 if prefix:
                     ledger.add_key(prefix, ordinal)
+                else:
+                    ledger.add_anonymous(ordinal)
             line = f"{prefix}\t{encode(record)}\n"
             lines = buffers.get(key)
             if lines is None:
@@ -113,6 +115,8 @@ class DaySpooler:
             self.ledger.add_int(record_id, ordinal)
         elif record_id is not None:
             self.ledger.add_key(_ENCODE(record_id), ordinal)
+        else:
+            self.ledger.add_anonymous(ordinal)
 
     def flush(self) -> None:
         if not self._buffers:

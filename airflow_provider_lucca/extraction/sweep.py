@@ -9,6 +9,7 @@ older than a threshold as a second guard.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,9 +17,16 @@ from datetime import date
 from typing import Any
 
 from airflow_provider_lucca.client.client import Logger
-from airflow_provider_lucca.extraction.commit import MANIFEST_NAME, PARTITION_KEY, read_manifest
+from airflow_provider_lucca.extraction.commit import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    PARTITION_KEY,
+    read_manifest,
+)
 from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
 from airflow_provider_lucca.extraction.storage import list_fresh, modified_at
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass
@@ -51,8 +59,11 @@ def sweep_unlisted(
             except ValueError as exc:
                 log.warning("Skipping %s: its manifest is not JSON (%s)", directory, exc)
                 continue
-            files = (manifest or {}).get("files", [])
-            listed = {MANIFEST_NAME} | {entry["name"] for entry in files}
+            names = listed_names(manifest)
+            if names is None:
+                log.warning("Skipping %s: its manifest is not one this version writes", directory)
+                continue
+            listed = {MANIFEST_NAME} | names
             for entry in list_fresh(directory):
                 if entry.name in listed:
                     continue
@@ -72,6 +83,21 @@ def sweep_unlisted(
     return result
 
 
+def listed_names(manifest: object) -> set[str] | None:
+    """The file names a manifest lists; an empty set for a day never committed (no manifest);
+    None for anything this version did not write, so that nothing is deleted on a guess."""
+    if manifest is None:
+        return set()
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in files
+    ):
+        return None
+    return {entry["name"] for entry in files}
+
+
 def _partitions(base: Any) -> list[Any]:
     try:
         entries = list_fresh(base)
@@ -80,7 +106,7 @@ def _partitions(base: Any) -> list[Any]:
     found = []
     for entry in entries:
         prefix, _, value = entry.name.partition("=")
-        if prefix != PARTITION_KEY:
+        if prefix != PARTITION_KEY or not _ISO_DAY.fullmatch(value):
             continue
         try:
             date.fromisoformat(value)

@@ -55,6 +55,8 @@ class RealizedTrainingsOperator(BaseOperator):
     :param max_window_days: the longest window a run may extract, lookback included.
     :param max_rereads: read the window again, at most this many times, when a read shows that
         Lucca's data changed while paging (a record served on two days, a changing count).
+    :param confirm_reads: commit a read only when a second read served the same records on the
+        same days (twice the requests; catches a record leaving the window while another enters).
     :param lock_timeout: seconds to wait for the dataset lock held by another run, then fail.
     :param lock_lease: seconds the dataset lock outlives its run if the run is killed.
     """
@@ -85,6 +87,7 @@ class RealizedTrainingsOperator(BaseOperator):
         fail_on_count_mismatch: bool = True,
         max_window_days: int = DateWindow.DEFAULT_MAX_WINDOW_DAYS,
         max_rereads: int = DEFAULT_MAX_REREADS,
+        confirm_reads: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_lease: float = DEFAULT_LOCK_LEASE,
         **kwargs: Any,
@@ -120,6 +123,13 @@ class RealizedTrainingsOperator(BaseOperator):
                 f"Invalid max_rereads={max_rereads!r}: expected an integer from 0 to {MAX_REREADS}."
             )
         self.max_rereads = max_rereads
+        for name, flag in (
+            ("confirm_reads", confirm_reads),
+            ("fail_on_count_mismatch", fail_on_count_mismatch),
+        ):
+            if not isinstance(flag, bool):
+                raise LuccaConfigError(f"Invalid {name}={flag!r}: expected True or False.")
+        self.confirm_reads = confirm_reads
         self.lock_policy = LockPolicy(timeout=lock_timeout, lease=lock_lease)
         if file_format not in ("jsonl", "parquet"):
             raise LuccaConfigError(
@@ -187,6 +197,7 @@ class RealizedTrainingsOperator(BaseOperator):
             file_format=self.file_format,
             fail_on_count_mismatch=self.fail_on_count_mismatch,
             max_rereads=self.max_rereads,
+            confirm_reads=self.confirm_reads,
         )
 
     def _window(
@@ -249,13 +260,13 @@ def parse_ids(name: str, value: object) -> tuple[int, ...] | None:
         if text.startswith("["):
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise LuccaConfigError(
                     f"Invalid {name}={text!r}: expected a JSON list of ids like [416, 23]."
                 ) from None
         else:
             parts = [part.strip() for part in text.split(",")]
-            if not all(part.isdigit() for part in parts):
+            if not all(part.isascii() and part.isdigit() for part in parts):
                 raise LuccaConfigError(
                     f"Invalid {name}={text!r}: expected ids like '416,23' or [416, 23]."
                 )
@@ -286,10 +297,18 @@ def storage_url(output_path: object) -> str:
             "s3://aws_default@bucket/lucca/realized_trainings or file:///data/lucca."
         )
     text = output_path.strip().rstrip("/")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise LuccaConfigError(
+            f"Invalid output_path={output_path!r}: it contains a control character."
+        )
     if text.startswith("/"):
         return "file://" + text
     parts = urlsplit(text)
-    if not parts.scheme or (parts.scheme == "file" and not parts.path.startswith("/")):
+    if (
+        not parts.scheme
+        or (parts.scheme == "file" and not parts.path.startswith("/"))
+        or (parts.scheme != "file" and not parts.hostname)
+    ):
         raise LuccaConfigError(
             f"Invalid output_path={output_path!r}: expected a URL with a scheme (s3://, gs://, "
             "abfs://, file:///absolute/path) or an absolute local path."

@@ -52,7 +52,7 @@ class RealizedTrainingsSweepOperator(BaseOperator):
             "older_than_hours", older_than_hours, 0, 24 * 365, unit="hours"
         )
         self.lock_policy = LockPolicy(timeout=lock_timeout, lease=lock_lease)
-        if "{{" not in output_path:
+        if not (isinstance(output_path, str) and "{{" in output_path):
             storage_url(output_path)
 
     def execute(self, context: Context) -> dict[str, Any]:
