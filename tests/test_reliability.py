@@ -48,7 +48,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from lucca_sandbox import BOUNDS, FaultSchedule, SandboxConfig, SandboxServer
-from lucca_sandbox import server as sandbox_server
+from lucca_sandbox import ratelimit as sandbox_ratelimit
 
 LOG = logging.getLogger("tests.reliability")
 SANDBOX_KEY = "sandbox-api-key"
@@ -357,7 +357,7 @@ def test_parallel_runs_under_one_tenant_rate_limit_all_succeed_exactly_once(
 ) -> None:
     """Four operator runs in threads, each with its own connection and client, two paced at the
     tenant's rate and two unpaced, two writing windows of one dataset and two their own."""
-    monkeypatch.setattr(sandbox_server, "_RATE_WINDOW", RATE_WINDOW)
+    monkeypatch.setattr(sandbox_ratelimit, "_RATE_WINDOW", RATE_WINDOW)
     sandbox.configure(requests_per_minute=RATE_LIMIT)
     sandbox.reset_stats()
     paced = round(RATE_LIMIT * 60 / RATE_WINDOW)

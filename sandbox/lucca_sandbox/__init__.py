@@ -12,18 +12,13 @@ Run it with ``python -m lucca_sandbox`` (or ``lucca-sandbox``), or in-process::
 
 from __future__ import annotations
 
+from .config import BOUNDS, DEFAULT_API_KEY, ORDERS, SandboxConfig
 from .data import TRAINING_CATALOGUE, generate_records
 from .faults import FAULT_KINDS, FaultSchedule
+from .handler import API_PATH
 from .moves import RecordMove
-from .server import (
-    API_PATH,
-    BOUNDS,
-    DEFAULT_API_KEY,
-    ORDERS,
-    RateLimiter,
-    SandboxConfig,
-    SandboxServer,
-)
+from .ratelimit import RateLimiter
+from .server import SandboxServer
 
 __all__ = [
     "API_PATH",
