@@ -1,7 +1,9 @@
 """The HTTP layer: the threading server, and the handler that answers the API and admin paths.
 
-The query, the data and the counters live elsewhere (:mod:`.query`, :mod:`.state`); faults are
-played here because they are about the wire.
+Every request method goes through one dispatch, so whatever a client sends is answered in
+``application/problem+json`` (a method other than GET on the API path: 405 with ``Allow: GET``),
+never with ``http.server``'s 501 HTML page. The query, the data and the counters live elsewhere
+(:mod:`.query`, :mod:`.state`); faults are played here because they are about the wire.
 """
 
 from __future__ import annotations
@@ -188,12 +190,22 @@ class SandboxHandler(BaseHTTPRequestHandler):
         body = json.dumps(problem, ensure_ascii=False).encode()
         self._send(status, body, "application/problem+json", headers, api=api)
 
-    # -- dispatch
+    # -- dispatch: every method, so that none gets http.server's 501 HTML page
 
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_OPTIONS = do_TRACE = do_CONNECT = do_GET
+
+    def parse_request(self) -> bool:
+        """Also dispatch extension methods (``PROPFIND``, ``QUERY``...), which have no do_*."""
+        if not super().parse_request():
+            return False
+        if hasattr(self, "do_" + self.command):
+            return True
+        self._dispatch()
+        return False  # answered: handle_one_request has nothing left to do
 
     def _read_body(self) -> bytes:
         length_header = self.headers.get("Content-Length")
