@@ -56,3 +56,7 @@ def test_the_sandbox_is_its_own_distribution_with_its_command(tmp_path: Path) ->
     entry_points = wheel.read("lucca_sandbox-0.1.0.dist-info/entry_points.txt").decode()
     assert "lucca-sandbox = lucca_sandbox.__main__:main" in entry_points
     assert "lucca_sandbox/server.py" in wheel.namelist()
+    # The training catalogue is package data, read at import: without it the sandbox cannot start.
+    assert "lucca_sandbox/catalogue.json" in wheel.namelist()
+    shipped = wheel.read("lucca_sandbox/catalogue.json")
+    assert shipped == (ROOT / "sandbox" / "lucca_sandbox" / "catalogue.json").read_bytes()

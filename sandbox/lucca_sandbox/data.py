@@ -4,16 +4,19 @@ The sandbox must exercise the same corner cases as a real tenant (accents and ve
 titles, CSV imports without demand/session, non-attended sessions, two-decimal durations,
 end dates that are unrelated to the id order), and it must do so reproducibly: a test or a
 benchmark that fails has to be replayable from its seed alone. Everything here is therefore
-driven by one ``random.Random(seed)`` and plain Python data, with no dependency.
+driven by one ``random.Random(seed)`` and plain data, with no dependency: the training
+catalogue is the package's ``catalogue.json``.
 """
 
 from __future__ import annotations
 
 import bisect
 import gc
+import json
 import random
 from dataclasses import dataclass
 from datetime import date, timedelta
+from importlib import resources
 from typing import Any
 
 __all__ = ["TRAINING_CATALOGUE", "CatalogueTraining", "generate_records"]
@@ -21,7 +24,7 @@ __all__ = ["TRAINING_CATALOGUE", "CatalogueTraining", "generate_records"]
 
 @dataclass(frozen=True)
 class CatalogueTraining:
-    """One entry of the fake training catalogue.
+    """One entry of the fake training catalogue (``catalogue.json``).
 
     ``days`` is the usual session length and ``hours_per_day`` the usual daily load; the
     generator perturbs both so that durations look like the hand-typed values of a real
@@ -38,412 +41,50 @@ class CatalogueTraining:
     popularity: float
 
 
-# Ids are sparse on purpose: real catalogues lose trainings over the years.
-TRAINING_CATALOGUE: tuple[CatalogueTraining, ...] = (
-    CatalogueTraining(
-        45,
-        "Mastering French: From Basics to Fluency",
-        1,
-        "https://elan-francais.fr",
-        "Beginner",
-        2,
-        7,
-        3.0,
-    ),
-    CatalogueTraining(
-        3,
-        "Sécurité incendie : manipulation des extincteurs",
-        2,
-        "https://prevention-feu.fr",
-        "Beginner",
-        1,
-        3.5,
-        6.0,
-    ),
-    CatalogueTraining(
-        7,
-        "Sauveteur Secouriste du Travail (SST) \u2013 formation initiale",
-        2,
-        "https://secours-entreprise.fr",
-        "Beginner",
-        2,
-        7,
-        5.0,
-    ),
-    CatalogueTraining(
-        8,
-        (
-            "Sauveteur Secouriste du Travail \u2013 maintien et actualisation "
-            "des compétences (MAC SST)"
-        ),
-        2,
-        "https://secours-entreprise.fr",
-        "Middle",
-        1,
-        7,
-        4.0,
-    ),
-    CatalogueTraining(
-        11,
-        "Habilitation électrique B0/H0V \u2013 personnel non électricien",
-        2,
-        "https://habilitations-pro.fr",
-        "Beginner",
-        1,
-        7,
-        2.5,
-    ),
-    CatalogueTraining(
-        12,
-        "Gestes et postures au poste de travail",
-        2,
-        "https://ergonomie-travail.fr",
-        "Beginner",
-        1,
-        3.5,
-        4.0,
-    ),
-    CatalogueTraining(
-        15,
-        "Manager une équipe à distance : rituels, confiance et délégation",
-        3,
-        "https://ecole-des-managers.fr",
-        "Middle",
-        2,
-        7,
-        3.0,
-    ),
-    CatalogueTraining(
-        16,
-        "Prise de poste du manager de proximité",
-        3,
-        "https://ecole-des-managers.fr",
-        "Beginner",
-        3,
-        7,
-        2.5,
-    ),
-    CatalogueTraining(
-        17,
-        "Conduire l'entretien annuel et l'entretien professionnel : cadre légal, posture et outils",
-        3,
-        "https://ecole-des-managers.fr",
-        "Middle",
-        1,
-        7,
-        3.5,
-    ),
-    CatalogueTraining(
-        19,
-        "Gérer les situations conflictuelles",
-        3,
-        "https://relations-humaines.fr",
-        "Middle",
-        2,
-        7,
-        2.0,
-    ),
-    CatalogueTraining(
-        21,
-        "Leadership et intelligence émotionnelle",
-        3,
-        "https://relations-humaines.fr",
-        "Expert",
-        2,
-        7,
-        1.5,
-    ),
-    CatalogueTraining(
-        24,
-        "Excel : tableaux croisés dynamiques et fonctions avancées",
-        4,
-        "https://bureautique-plus.fr",
-        "Middle",
-        1,
-        7,
-        4.5,
-    ),
-    CatalogueTraining(
-        25, "Excel \u2013 les fondamentaux", 4, "https://bureautique-plus.fr", "Beginner", 1, 7, 4.0
-    ),
-    CatalogueTraining(
-        26,
-        "PowerPoint : concevoir des présentations percutantes",
-        4,
-        "https://bureautique-plus.fr",
-        "Beginner",
-        1,
-        3.5,
-        2.0,
-    ),
-    CatalogueTraining(
-        28,
-        "Python pour l'analyse de données : pandas, visualisation et automatisation de rapports",
-        4,
-        "https://data-academie.fr",
-        "Middle",
-        3,
-        7,
-        1.5,
-    ),
-    CatalogueTraining(
-        29,
-        "SQL : interroger une base de données relationnelle",
-        4,
-        "https://data-academie.fr",
-        "Beginner",
-        2,
-        7,
-        2.0,
-    ),
-    CatalogueTraining(
-        31,
-        "Cybersécurité : les bons réflexes face à l'hameçonnage",
-        4,
-        "https://cyber-vigilance.fr",
-        "Beginner",
-        1,
-        0.75,
-        6.5,
-    ),
-    CatalogueTraining(
-        33,
-        (
-            "Règlement général sur la protection des données (RGPD) : obligations, "
-            "registre des traitements et droits des personnes"
-        ),
-        5,
-        "https://conformite-rgpd.fr",
-        "Middle",
-        1,
-        7,
-        2.5,
-    ),
-    CatalogueTraining(
-        34,
-        "Prévention du harcèlement moral et sexuel au travail",
-        5,
-        "https://egalite-pro.fr",
-        "Beginner",
-        1,
-        3.5,
-        4.5,
-    ),
-    CatalogueTraining(
-        35,
-        (
-            "Référent·e harcèlement sexuel et agissements sexistes : missions, "
-            "enquête interne et accompagnement des victimes"
-        ),
-        5,
-        "https://egalite-pro.fr",
-        "Expert",
-        2,
-        7,
-        1.0,
-    ),
-    CatalogueTraining(
-        36,
-        "Droit du travail : l'essentiel pour les RH",
-        5,
-        "https://juris-formation.fr",
-        "Middle",
-        2,
-        7,
-        1.5,
-    ),
-    CatalogueTraining(
-        38,
-        "Paie : maîtriser les cotisations sociales et la DSN",
-        5,
-        "https://juris-formation.fr",
-        "Expert",
-        3,
-        7,
-        1.0,
-    ),
-    CatalogueTraining(
-        41,
-        "Anglais professionnel \u2013 niveau B1 (parcours certifiant TOEIC)",
-        1,
-        "https://langues-entreprise.fr",
-        "Middle",
-        5,
-        2.35,
-        2.5,
-    ),
-    CatalogueTraining(
-        42, "Espagnol débutant", 1, "https://langues-entreprise.fr", "Beginner", 5, 1.5, 1.5
-    ),
-    CatalogueTraining(
-        44,
-        "Allemand des affaires : négocier et présenter",
-        1,
-        "https://langues-entreprise.fr",
-        "Expert",
-        4,
-        3,
-        0.8,
-    ),
-    CatalogueTraining(
-        47,
-        "Prise de parole en public : gagner en aisance et en impact",
-        6,
-        "https://eloquence-atelier.fr",
-        "Beginner",
-        2,
-        7,
-        2.5,
-    ),
-    CatalogueTraining(
-        48,
-        "Gestion du temps et des priorités",
-        6,
-        "https://efficacite-pro.fr",
-        "Beginner",
-        1,
-        7,
-        3.0,
-    ),
-    CatalogueTraining(
-        50,
-        "Prévenir l'épuisement professionnel : repérer les signaux faibles et agir",
-        6,
-        "https://qualite-vie-travail.fr",
-        "Middle",
-        1,
-        7,
-        2.0,
-    ),
-    CatalogueTraining(
-        52, "Communication non violente", 6, "https://relations-humaines.fr", "Beginner", 2, 7, 2.0
-    ),
-    CatalogueTraining(
-        55,
-        "Négociation commerciale : techniques avancées",
-        7,
-        "https://force-de-vente.fr",
-        "Expert",
-        2,
-        7,
-        1.5,
-    ),
-    CatalogueTraining(
-        56,
-        "Relation client : gérer les réclamations au téléphone",
-        7,
-        "https://force-de-vente.fr",
-        "Beginner",
-        1,
-        3.5,
-        2.5,
-    ),
-    CatalogueTraining(
-        58,
-        "Prospection B2B sur les réseaux sociaux",
-        7,
-        "https://force-de-vente.fr",
-        "Middle",
-        1,
-        7,
-        1.5,
-    ),
-    CatalogueTraining(
-        61,
-        (
-            "Conduite de chariots élévateurs \u2013 CACES® R489 catégories 1A, 1B, 3 et 5 "
-            "(formation initiale et test)"
-        ),
-        8,
-        "https://caces-formation.fr",
-        "Middle",
-        5,
-        7,
-        1.2,
-    ),
-    CatalogueTraining(
-        62,
-        "Travail en hauteur et port du harnais",
-        8,
-        "https://securite-chantier.fr",
-        "Middle",
-        1,
-        7,
-        1.0,
-    ),
-    CatalogueTraining(
-        64,
-        "Hygiène alimentaire HACCP en restauration commerciale",
-        8,
-        "https://hygiene-alimentaire.fr",
-        "Beginner",
-        2,
-        7,
-        1.0,
-    ),
-    CatalogueTraining(
-        67,
-        "Gestion de projet agile (Scrum, Kanban)",
-        4,
-        "https://agilite-conseil.fr",
-        "Middle",
-        2,
-        7,
-        2.0,
-    ),
-    CatalogueTraining(
-        68,
-        "Certification PMP® : préparation à l'examen",
-        4,
-        "https://agilite-conseil.fr",
-        "Expert",
-        5,
-        7,
-        0.6,
-    ),
-    CatalogueTraining(
-        71,
-        "Comptabilité générale pour non-comptables",
-        5,
-        "https://finance-formation.fr",
-        "Beginner",
-        2,
-        7,
-        1.2,
-    ),
-    CatalogueTraining(
-        73,
-        (
-            "Accueil et intégration des nouveaux collaborateurs : "
-            "construire un parcours d'onboarding réussi"
-        ),
-        3,
-        "https://ecole-des-managers.fr",
-        "Middle",
-        1,
-        3.5,
-        1.8,
-    ),
-    CatalogueTraining(
-        77,
-        "Éco-conduite et sécurité routière",
-        8,
-        "https://route-et-securite.fr",
-        "Beginner",
-        1,
-        3.5,
-        1.0,
-    ),
-    CatalogueTraining(
-        79,
-        "Intelligence artificielle générative : usages, limites et éthique",
-        4,
-        "https://data-academie.fr",
-        "Beginner",
-        1,
-        2.5,
-        3.5,
-    ),
+#: The catalogue file, shipped in the package (its entries' order is part of every seed's data).
+CATALOGUE_FILE = "catalogue.json"
+
+_CATALOGUE_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (int,),
+    "title": (str,),
+    "category_id": (int,),
+    "provider_url": (str,),
+    "level": (str,),
+    "days": (int,),
+    "hours_per_day": (int, float),
+    "popularity": (int, float),
+}
+
+
+def load_catalogue(text: str) -> tuple[CatalogueTraining, ...]:
+    """Parse the catalogue file's JSON (``{"trainings": [{...}, ...]}``), checking every field.
+
+    Numbers are kept as written (``7`` stays an int, ``3.5`` a float). Raises ValueError on a
+    malformed file, naming the entry.
+    """
+    document = json.loads(text)
+    entries = document.get("trainings") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("the training catalogue needs a non-empty 'trainings' list")
+    trainings: list[CatalogueTraining] = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != set(_CATALOGUE_FIELDS):
+            raise ValueError(
+                f"training catalogue entry {position} must have exactly the keys "
+                f"{', '.join(_CATALOGUE_FIELDS)}, got {entry!r}"
+            )
+        for name, types in _CATALOGUE_FIELDS.items():
+            value = entry[name]
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise ValueError(
+                    f"training catalogue entry {position}: {name!r} has the wrong type: {value!r}"
+                )
+        trainings.append(CatalogueTraining(**entry))
+    return tuple(trainings)
+
+
+TRAINING_CATALOGUE: tuple[CatalogueTraining, ...] = load_catalogue(
+    resources.files("lucca_sandbox").joinpath(CATALOGUE_FILE).read_text(encoding="utf-8")
 )
 
 _EMPLOYEE_POOL_SIZE = 320
