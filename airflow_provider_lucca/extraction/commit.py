@@ -21,15 +21,77 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Protocol
+from typing import Final, Protocol, TypedDict
 
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.extraction.errors import LuccaLockError, LuccaStorageError
-from airflow_provider_lucca.extraction.storage import is_local, list_fresh, read_fresh, write_whole
+from airflow_provider_lucca.extraction.storage import (
+    StoragePath,
+    is_local,
+    list_fresh,
+    read_fresh,
+    write_whole,
+)
 
-PARTITION_KEY = "session_end_on"
+PARTITION_KEY: Final = "session_end_on"
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
+
+
+class ManifestFile(TypedDict):
+    name: str
+    records: int
+    bytes: int
+    sha256: str
+
+
+class ManifestPartition(TypedDict):
+    session_end_on: str
+
+
+#: The extracted window, lookback included (``from`` is a keyword: functional syntax).
+ManifestWindow = TypedDict(
+    "ManifestWindow", {"from": str, "until": str, "requested_from": str, "lookback_days": int}
+)
+
+
+class ManifestFilters(TypedDict):
+    owner_ids: list[int] | None
+    has_attended: bool | None
+    training_ids: list[int] | None
+
+
+class ManifestApi(TypedDict):
+    reported_count: int | None
+    received: int
+
+
+class ManifestRun(TypedDict):
+    token: str
+    run_id: str | None
+    extracted_at: str
+
+
+class RunFields(TypedDict):
+    """The fields every manifest of one run shares."""
+
+    dataset: str
+    file_format: str
+    window: ManifestWindow
+    filters: ManifestFilters
+    api: ManifestApi
+    run: ManifestRun
+    provider_version: str
+
+
+class Manifest(RunFields):
+    """A day's ``_manifest.json``: its own fields first, then the run's (see the README)."""
+
+    manifest_version: int
+    partition: ManifestPartition
+    record_count: int
+    duplicates_dropped: int
+    files: list[ManifestFile]
 
 
 @dataclass(frozen=True)
@@ -40,7 +102,7 @@ class PartFile:
     sha256: str
     local_path: str
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ManifestFile:
         return {
             "name": self.name,
             "records": self.records,
@@ -62,7 +124,7 @@ class StagedPartition:
         return sum(part.records for part in self.parts)
 
 
-def partition_dir(base: Any, day: date) -> Any:
+def partition_dir(base: StoragePath, day: date) -> StoragePath:
     """``{base}/session_end_on=YYYY-MM-DD``: the name comes from a validated date only, never
     from data in an API answer."""
     return base / f"{PARTITION_KEY}={day.isoformat()}"
@@ -77,9 +139,9 @@ def describe_local_file(local_path: str, name: str, records: int) -> PartFile:
 
 
 def commit_partitions(
-    base: Any,
+    base: StoragePath,
     staged: list[StagedPartition],
-    manifest_fields: dict[str, Any],
+    manifest_fields: RunFields,
     *,
     lock: LockGuard | None = None,
     log: Logger | None = None,
@@ -96,7 +158,7 @@ def commit_partitions(
     :raises LuccaStorageError: naming the phase and the days left on this run's manifests.
     """
     guard = lock or _NoLock()
-    uploaded: list[Any] = []
+    uploaded: list[StoragePath] = []
     try:
         guard.verify()
         for partition in staged:
@@ -121,7 +183,7 @@ def commit_partitions(
     try:
         for partition in staged:
             guard.check()
-            manifest = {
+            manifest: Manifest = {
                 "manifest_version": MANIFEST_VERSION,
                 "partition": {PARTITION_KEY: partition.day.isoformat()},
                 "record_count": partition.records,
@@ -195,7 +257,7 @@ class _NoLock:
         pass
 
 
-def read_manifest_bytes(base: Any, day: date) -> bytes | None:
+def read_manifest_bytes(base: StoragePath, day: date) -> bytes | None:
     try:
         return read_fresh(partition_dir(base, day) / MANIFEST_NAME)
     except FileNotFoundError:
@@ -203,7 +265,10 @@ def read_manifest_bytes(base: Any, day: date) -> bytes | None:
 
 
 def _restore(
-    base: Any, previous: dict[date, bytes | None], written: list[date], log: Logger | None
+    base: StoragePath,
+    previous: dict[date, bytes | None],
+    written: list[date],
+    log: Logger | None,
 ) -> list[date]:
     """Put back each day's previous manifest (or remove a new one); return the days that failed."""
     failed: list[date] = []
@@ -222,7 +287,7 @@ def _restore(
     return failed
 
 
-def _remove_quietly(paths: list[Any], log: Logger | None) -> int:
+def _remove_quietly(paths: list[StoragePath], log: Logger | None) -> int:
     """Best effort: delete this run's own part files; return how many could not be deleted."""
     left = 0
     for path in paths:
@@ -249,7 +314,7 @@ def _parts_note(uploaded: int, left: int) -> str:
 def _storage_error(
     phase: str,
     exc: BaseException,
-    base: Any,
+    base: StoragePath,
     committed: Sequence[date],
     note: str,
     *,
@@ -275,7 +340,7 @@ def _days_text(days: Sequence[date]) -> str:
     return f"{days[0]} .. {days[-1]}"
 
 
-def remove_unlisted(directory: Any, keep: set[str]) -> None:
+def remove_unlisted(directory: StoragePath, keep: set[str]) -> None:
     try:
         entries = list_fresh(directory)
     except FileNotFoundError:
@@ -285,11 +350,11 @@ def remove_unlisted(directory: Any, keep: set[str]) -> None:
             entry.unlink(missing_ok=True)
 
 
-def read_manifest(base: Any, day: date) -> dict[str, Any] | None:
+def read_manifest(base: StoragePath, day: date) -> Manifest | None:
     """The committed manifest of a day, or None if the day was never extracted."""
     data = read_manifest_bytes(base, day)
     return None if data is None else json.loads(data)
 
 
-def _dump(manifest: dict[str, Any]) -> bytes:
+def _dump(manifest: Manifest) -> bytes:
     return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -36,7 +36,13 @@ from typing import Any
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.extraction.errors import LuccaLockError
-from airflow_provider_lucca.extraction.storage import is_local, modified_at, read_fresh, write_whole
+from airflow_provider_lucca.extraction.storage import (
+    StoragePath,
+    is_local,
+    modified_at,
+    read_fresh,
+    write_whole,
+)
 
 LOCK_NAME = "_lock.json"
 DEFAULT_LOCK_TIMEOUT = 3600.0
@@ -85,7 +91,7 @@ class DatasetLock:
 
     def __init__(
         self,
-        base: Any,
+        base: StoragePath,
         token: str,
         *,
         run_id: str | None,

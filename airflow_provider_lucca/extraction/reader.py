@@ -16,7 +16,13 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_provider_lucca.client.errors import LuccaError
-from airflow_provider_lucca.extraction.commit import partition_dir, read_manifest
+from airflow_provider_lucca.extraction.commit import (
+    Manifest,
+    ManifestFile,
+    partition_dir,
+    read_manifest,
+)
+from airflow_provider_lucca.extraction.storage import StoragePath
 
 
 class PartitionIntegrityError(LuccaError):
@@ -24,7 +30,7 @@ class PartitionIntegrityError(LuccaError):
 
 
 def read_partition(
-    base: Any, day: date, manifest: dict[str, Any] | None = None
+    base: StoragePath, day: date, manifest: Manifest | None = None
 ) -> Iterator[dict[str, Any]]:
     """Records of one committed day, numbers as exact ``Decimal`` for JSON lines.
 
@@ -51,7 +57,7 @@ def read_partition(
         yield from rows
 
 
-def verify_partition(base: Any, day: date) -> int:
+def verify_partition(base: StoragePath, day: date) -> int:
     """Check every file of a day against its manifest; return the day's record count."""
     manifest = _manifest(base, day)
     count = sum(1 for _ in read_partition(base, day, manifest))
@@ -63,7 +69,7 @@ def verify_partition(base: Any, day: date) -> int:
     return count
 
 
-def _manifest(base: Any, day: date) -> dict[str, Any]:
+def _manifest(base: StoragePath, day: date) -> Manifest:
     manifest = read_manifest(base, day)
     if manifest is None:
         raise PartitionIntegrityError(
@@ -72,7 +78,7 @@ def _manifest(base: Any, day: date) -> dict[str, Any]:
     return manifest
 
 
-def _verified_bytes(base: Any, day: date, entry: dict[str, Any]) -> bytes:
+def _verified_bytes(base: StoragePath, day: date, entry: ManifestFile) -> bytes:
     path = partition_dir(base, day) / entry["name"]
     try:
         data: bytes = path.read_bytes()

@@ -9,12 +9,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TypedDict
 
 from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client import LuccaClient, LuccaResponseError
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.extraction.commit import (
+    ManifestFilters,
+    RunFields,
     StagedPartition,
     commit_partitions,
     describe_local_file,
@@ -25,12 +27,37 @@ from airflow_provider_lucca.extraction.ledger import Repeats
 from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
 from airflow_provider_lucca.extraction.scratch import scratch_directory
 from airflow_provider_lucca.extraction.spool import DaySpooler
+from airflow_provider_lucca.extraction.storage import StoragePath
 from airflow_provider_lucca.extraction.window import DateWindow
 
 DATASET = "lucca.realized_trainings"
 PROGRESS_LOG_SECONDS = 1.0
 DEFAULT_MAX_REREADS = 2
 MAX_REREADS = 5
+
+#: A half-open window of days as ISO dates (``from`` is a keyword: functional syntax).
+DayRange = TypedDict("DayRange", {"from": str, "until": str})
+
+
+class ExtractionSummary(TypedDict):
+    """What a run returns (the operator's XCom): counts and where, never the records."""
+
+    output_path: str
+    file_format: str
+    window: DayRange
+    extracted_window: DayRange
+    #: ISO day -> records committed on it, for every day of the extracted window.
+    partitions: dict[str, int]
+    records: int
+    received: int
+    reported_count: int | None
+    outside_window: int
+    duplicates_dropped: int
+    reads: int
+    requests: int
+    retries: int
+    duration_seconds: float
+    run_token: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +89,7 @@ class ExtractionRequest:
     def extracted_window(self) -> DateWindow:
         return self.window.with_lookback(self.lookback_days)
 
-    def filters(self) -> dict[str, Any]:
+    def filters(self) -> ManifestFilters:
         return {
             "owner_ids": list(self.owner_ids) if self.owner_ids else None,
             "has_attended": self.has_attended,
@@ -73,12 +100,12 @@ class ExtractionRequest:
 def extract_realized_trainings(
     client: LuccaClient,
     request: ExtractionRequest,
-    output: Any,
+    output: StoragePath,
     *,
     log: Logger,
     run_id: str | None = None,
     lock_policy: LockPolicy | None = None,
-) -> dict[str, Any]:
+) -> ExtractionSummary:
     """Stream the window from Lucca, stage daily part files locally, then commit every day.
 
     The run holds the dataset lock from before its first request to after its commit, so runs of
@@ -86,7 +113,7 @@ def extract_realized_trainings(
     consistent (no record served twice, the count steady and matched by distinct records), so a
     failed extraction never replaces a committed partition.
 
-    :param output: an ``ObjectStoragePath`` (or anything with its interface): the dataset root.
+    :param output: the dataset root: an ``ObjectStoragePath``, or any :class:`StoragePath`.
     :return: a small summary for XCom (never the records).
     """
     started = time.monotonic()
@@ -105,7 +132,7 @@ def extract_realized_trainings(
         ]
         _check_count(read, request.fail_on_count_mismatch, log)
         extracted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest_fields = {
+        manifest_fields: RunFields = {
             "dataset": DATASET,
             "file_format": part_format.name,
             "window": {
@@ -122,7 +149,7 @@ def extract_realized_trainings(
         commit_partitions(output, staged, manifest_fields, lock=lock, log=log)
 
     written = sum(partition.records for partition in staged)
-    summary = {
+    summary: ExtractionSummary = {
         "output_path": str(output),
         "file_format": part_format.name,
         "window": {

@@ -1,21 +1,69 @@
-"""The few store operations the commit protocol needs beyond ``ObjectStoragePath``'s own."""
+"""What extraction needs of a store path, and the few operations it adds to ObjectStoragePath."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import time
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import IO, Protocol
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
-def is_local(path: Any) -> bool:
+class FileSystem(Protocol):
+    """The fsspec calls used beside the path's own: a read and a cache reset."""
+
+    def cat_file(self, path: str) -> bytes: ...
+
+    def invalidate_cache(self, path: str | None = None) -> None: ...
+
+
+class StoragePath(Protocol):
+    """The part of ``airflow.sdk.ObjectStoragePath`` that extraction uses.
+
+    Extraction, the lock, the sweep and the reader take any path with this interface: an
+    ``ObjectStoragePath`` on S3, GCS, Azure or local files, or a stand-in in tests.
+    """
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def parent(self) -> StoragePath: ...
+
+    @property
+    def fs(self) -> FileSystem: ...
+
+    def __truediv__(self, key: str) -> StoragePath: ...
+
+    def open(self, mode: str) -> IO[bytes]: ...
+
+    def read_bytes(self) -> bytes: ...
+
+    def write_bytes(self, data: bytes) -> int: ...
+
+    def unlink(self, missing_ok: bool = False) -> None: ...
+
+    def iterdir(self) -> Iterator[StoragePath]: ...
+
+    def mkdir(self, *, parents: bool = False, exist_ok: bool = False) -> None: ...
+
+    def stat(self) -> Mapping[str, object]: ...
+
+
+def is_local(path: StoragePath) -> bool:
     return path.protocol in LOCAL_PROTOCOLS
 
 
-def write_whole(path: Any, data: bytes) -> None:
+def write_whole(path: StoragePath, data: bytes) -> None:
     """Make ``data`` visible at ``path`` all at once, never as a truncated object.
 
     An object store's PUT is already all-or-nothing; a local file is written aside, then renamed.
@@ -29,7 +77,7 @@ def write_whole(path: Any, data: bytes) -> None:
     os.replace(temporary.path, path.path)
 
 
-def modified_at(path: Any) -> float:
+def modified_at(path: StoragePath) -> float:
     """When the store last wrote ``path`` (epoch seconds); now if the store does not say."""
     try:
         info = path.stat()
@@ -41,7 +89,7 @@ def modified_at(path: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else time.time()
 
 
-def read_fresh(path: Any) -> bytes:
+def read_fresh(path: StoragePath) -> bytes:
     """The object's current bytes, never through a cached listing.
 
     s3fs remembers the listings and ETags it has seen; reading an object that another process
@@ -53,12 +101,12 @@ def read_fresh(path: Any) -> bytes:
     return data
 
 
-def list_fresh(directory: Any) -> list[Any]:
+def list_fresh(directory: StoragePath) -> list[StoragePath]:
     """The directory's current entries (not a listing cached before another run wrote)."""
     _forget(directory)
     return list(directory.iterdir())
 
 
-def _forget(path: Any) -> None:
+def _forget(path: StoragePath) -> None:
     with contextlib.suppress(Exception):  # a filesystem without a cache has nothing to forget
         path.fs.invalidate_cache(path.path)

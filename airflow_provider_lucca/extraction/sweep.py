@@ -14,7 +14,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.extraction.commit import (
@@ -24,7 +23,7 @@ from airflow_provider_lucca.extraction.commit import (
     read_manifest,
 )
 from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
-from airflow_provider_lucca.extraction.storage import list_fresh, modified_at
+from airflow_provider_lucca.extraction.storage import StoragePath, list_fresh, modified_at
 
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -37,7 +36,7 @@ class SweepResult:
 
 
 def sweep_unlisted(
-    base: Any,
+    base: StoragePath,
     *,
     older_than_seconds: float,
     log: Logger,
@@ -98,7 +97,7 @@ def listed_names(manifest: object) -> set[str] | None:
     return {entry["name"] for entry in files}
 
 
-def _partitions(base: Any) -> list[Any]:
+def _partitions(base: StoragePath) -> list[StoragePath]:
     try:
         entries = list_fresh(base)
     except FileNotFoundError:

@@ -22,6 +22,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     DEFAULT_MAX_REREADS,
     MAX_REREADS,
     ExtractionRequest,
+    ExtractionSummary,
     extract_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
@@ -141,7 +142,7 @@ class RealizedTrainingsOperator(BaseOperator):
     def hook(self) -> LuccaHook:
         return LuccaHook(lucca_conn_id=self.lucca_conn_id)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> ExtractionSummary:
         request = self._validate(rendered=True, context=context)
         assert request is not None  # rendered, with a context: always a full request
         output = ObjectStoragePath(storage_url(self.output_path))

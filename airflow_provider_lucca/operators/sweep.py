@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_OLDER_THAN_HOURS = 1.0
+
+
+class SweepSummary(TypedDict):
+    """What a sweep returns (its XCom): how many files it removed, and the first 100 names."""
+
+    output_path: str
+    removed: int
+    removed_files: list[str]
+    kept_recent: int
+    partitions: int
 
 
 class RealizedTrainingsSweepOperator(BaseOperator):
@@ -55,7 +65,7 @@ class RealizedTrainingsSweepOperator(BaseOperator):
         if not (isinstance(output_path, str) and "{{" in output_path):
             storage_url(output_path)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> SweepSummary:
         base = ObjectStoragePath(storage_url(self.output_path))
         result = sweep_unlisted(
             base,
