@@ -93,12 +93,11 @@ class RealizedTrainingsOperator(BaseOperator):
         lock_lease: float = DEFAULT_LOCK_LEASE,
         **kwargs: Any,
     ) -> None:
-        if (
-            "outlets" not in kwargs
-            and isinstance(output_path, str)
-            and not _is_template(output_path)
-        ):
-            kwargs["outlets"] = [Asset(asset_uri(output_path))]
+        # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
+        # checked now, the rest again after rendering.
+        url = None if _is_template(output_path) else storage_url(output_path)
+        if "outlets" not in kwargs and url is not None:
+            kwargs["outlets"] = [Asset(_asset_uri_of(url))]
         super().__init__(**kwargs)
         self.output_path = output_path
         self.lucca_conn_id = lucca_conn_id
@@ -110,8 +109,6 @@ class RealizedTrainingsOperator(BaseOperator):
         self.lookback_days = lookback_days
         self.file_format = file_format
         self.fail_on_count_mismatch = fail_on_count_mismatch
-        # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
-        # checked now, the rest again after rendering.
         DateWindow.validate_lookback_days(lookback_days)
         # The longest window (lookback included) a run may extract; see _window.
         self.max_window_days = DateWindow.validate_max_window_days(max_window_days)
@@ -143,9 +140,9 @@ class RealizedTrainingsOperator(BaseOperator):
         return LuccaHook(lucca_conn_id=self.lucca_conn_id)
 
     def execute(self, context: Context) -> ExtractionSummary:
+        output = ObjectStoragePath(storage_url(self.output_path))  # rendered by now
         request = self._validate(rendered=True, context=context)
         assert request is not None  # rendered, with a context: always a full request
-        output = ObjectStoragePath(storage_url(self.output_path))
         self.log.info(
             "Extracting realized trainings %s (lookback %d days) to %s as %s",
             request.window,
@@ -168,7 +165,7 @@ class RealizedTrainingsOperator(BaseOperator):
     def _validate(
         self, *, rendered: bool, context: Context | None = None
     ) -> ExtractionRequest | None:
-        """Check every parameter and build the request.
+        """Check every parameter but ``output_path`` (checked by the caller) and build the request.
 
         Before rendering (``rendered=False``, at DAG parse time), values holding Jinja are left
         for later and None is returned; after rendering, everything is checked.
@@ -177,8 +174,6 @@ class RealizedTrainingsOperator(BaseOperator):
         def ready(value: object) -> bool:
             return rendered or not _is_template(value)
 
-        if ready(self.output_path):
-            storage_url(self.output_path)
         owner_ids = parse_ids("owner_ids", self.owner_ids) if ready(self.owner_ids) else None
         training_ids = (
             parse_ids("training_ids", self.training_ids) if ready(self.training_ids) else None
@@ -319,5 +314,9 @@ def storage_url(output_path: object) -> str:
 
 def asset_uri(output_path: str) -> str:
     """The dataset's Asset URI: the storage URL without the connection id (``s3://conn@b/k``)."""
-    parts = urlsplit(storage_url(output_path))
+    return _asset_uri_of(storage_url(output_path))
+
+
+def _asset_uri_of(url: str) -> str:
+    parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
