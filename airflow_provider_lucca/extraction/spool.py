@@ -2,10 +2,9 @@
 
 Lucca does not sort by date, so any page may hold records of any day in the window. Records are
 buffered per day and flushed when the buffer passes a size, so memory stays flat whatever the
-window. A flush appends one block per day to a single spool file and remembers where each block
-is: one file, opened once per flush, instead of one file per day (a 3-year history has 1,000+
-days, more than a process may keep open, and creating or reopening a file per day per flush cost
-more than the rest of the spooling).
+window. A flush appends one block per day to a single spool file, opened once per flush, and
+remembers where each block is. One file per day would not do: a 3-year history has 1,000+ days,
+more files than a process may keep open, each reopened at every flush.
 """
 
 from __future__ import annotations
