@@ -28,9 +28,9 @@ from lucca_common import (
     REALIZED_TRAININGS,
     START_DATE,
     TIMEZONE,
-    derive,
-    verify,
 )
+from lucca_training_hours_report import derive
+from lucca_verify import verify
 
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 

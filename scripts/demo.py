@@ -33,6 +33,8 @@ DEMO_DIR = Path(os.environ.get("LUCCA_DEMO_DIR") or ROOT / "data" / "demo")
 HISTORY = (date(2025, 1, 1), date(2025, 4, 1))
 DAILY_DAYS = [date(2025, 4, 1), date(2025, 4, 2), date(2025, 4, 3)]
 SANDBOX_RPM = 600
+#: Where the DAGs' derive task writes (dags/lucca_training_hours_report.py).
+REPORT_DIR = "_reports/training_hours_by_employee_month"
 
 
 def step(message: str) -> None:
@@ -125,7 +127,7 @@ def print_partitions(output: Path) -> None:
 
 
 def print_report(output: Path) -> None:
-    reports = sorted((output / "_reports" / "training_hours_by_employee_month").glob("*.csv"))
+    reports = sorted((output / REPORT_DIR).glob("*.csv"))
     if not reports:
         return
     print("\nReports (training hours per employee and month):")

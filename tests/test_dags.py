@@ -15,7 +15,8 @@ DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 @pytest.fixture(scope="module")
 def dagbag() -> DagBag:
-    # Airflow puts the DAGs folder on sys.path at start-up (that is how lucca_common imports).
+    # Airflow puts the DAGs folder on sys.path at start-up: that is how the DAGs import
+    # lucca_common (settings), lucca_verify and lucca_training_hours_report (tasks).
     sys.path.insert(0, str(DAGS))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -31,7 +31,7 @@ from lucca_sandbox.data import generate_records
 DAG_ID = "lucca_realized_trainings_daily"
 PARIS = ZoneInfo("Europe/Paris")
 LOOKBACK_DAYS = 7  # the daily DAG's lookback_days
-REPORT_DIR = "_reports/training_hours_by_employee_month"
+REPORT_DIR = "_reports/training_hours_by_employee_month"  # dags/lucca_training_hours_report.py
 RUNS_TIMEOUT = 300.0
 TERMINAL_FAILED = {"failed", "upstream_failed"}
 
