@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,25 +28,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from lucca_sandbox import SandboxConfig, SandboxServer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SANDBOX_KEY = "sandbox-api-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def lucca_conn_json(url: str, key: str = SANDBOX_KEY, **extra: object) -> str:
-    return json.dumps(
-        {
-            "conn_type": "lucca",
-            "host": url,
-            "password": key,
-            "extra": {"requests_per_minute": 0, **extra},
-        }
-    )
+# SANDBOX_KEY is re-exported for modules that import it from here; import from tests.helpers.
+from tests.helpers import SANDBOX_KEY as SANDBOX_KEY  # noqa: E402
+from tests.helpers import free_port, lucca_conn_json  # noqa: E402
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import SandboxServer
-from tests.conftest import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY
 
 LOG = logging.getLogger("tests.concurrency")
 RACE_CHILD = Path(__file__).resolve().parent / "race_child.py"

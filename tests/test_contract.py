@@ -19,6 +19,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 
 from airflow_provider_lucca.client import REALIZED_TRAININGS_PATH, ClientConfig, LuccaClient
 from lucca_sandbox import SandboxServer
+from tests.helpers import SANDBOX_KEY
 
 SPEC = Path(__file__).parent / "spec" / "lucca-training-realized-trainings-v2.openapi.yaml"
 
@@ -66,7 +67,7 @@ def record_exchanges(client: LuccaClient) -> list[requests.Response]:
 def test_requests_and_responses_follow_the_spec(sandbox: SandboxServer, filters: dict) -> None:
     openapi = spec_for(sandbox.url)
     client = LuccaClient(
-        ClientConfig(base_url=sandbox.url, api_key="sandbox-api-key", requests_per_minute=0)
+        ClientConfig(base_url=sandbox.url, api_key=SANDBOX_KEY, requests_per_minute=0)
     )
     exchanges = record_exchanges(client)
 
@@ -91,7 +92,7 @@ def test_a_comma_joined_array_would_break_the_contract(sandbox: SandboxServer) -
         "GET",
         sandbox.url + REALIZED_TRAININGS_PATH,
         params={"ownerIds": "416,23", "hasAttended": "True"},
-        headers={"Authorization": "lucca application=sandbox-api-key"},
+        headers={"Authorization": f"lucca application={SANDBOX_KEY}"},
     ).prepare()
     with pytest.raises(Exception, match=r"(?i)ownerIds|hasAttended|invalid"):
         openapi.validate_request(RequestsOpenAPIRequest(wrong))

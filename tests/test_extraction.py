@@ -1,8 +1,8 @@
 """Extraction into committed daily partitions, against the Lucca sandbox and a local disk.
 
-Everything is read back through :func:`read_dataset`, a reader that follows the manifests (it
-opens only the files a ``_manifest.json`` lists, and checks their checksums), because that is
-the contract the commit protocol promises to readers.
+Everything is read back through :func:`tests.helpers.read_dataset`, a reader that follows the
+manifests (it opens only the files a ``_manifest.json`` lists, and checks their sizes, checksums
+and counts), because that is the contract the commit protocol promises to readers.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import SandboxServer
+from tests.helpers import SANDBOX_KEY, decode_part, read_dataset, tree
 
 LOG = logging.getLogger("tests.extraction")
 MANIFEST = "_manifest.json"
-SANDBOX_KEY = "sandbox-api-key"
 
 # The JSON-schema object the published response example has where ``training`` should be.
 SCHEMA_SHAPED_TRAINING: dict[str, Any] = {
@@ -152,50 +152,6 @@ def partition_path(base: ObjectStoragePath, day: str) -> ObjectStoragePath:
     return base / f"session_end_on={day}"
 
 
-def decode_part(name: str, data: bytes) -> list[dict[str, Any]]:
-    if name.endswith(".jsonl.gz"):
-        text = gzip.decompress(data).decode("utf-8")
-        return [json.loads(line) for line in text.split("\n") if line]
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(io.BytesIO(data)).to_pylist()  # type: ignore[no-any-return]
-    raise AssertionError(f"unexpected part file {name}")
-
-
-def read_partition(base: ObjectStoragePath, day: str) -> list[dict[str, Any]] | None:
-    """What a reader sees for one day: only the files its manifest lists; None without one."""
-    directory = partition_path(base, day)
-    try:
-        manifest = json.loads((directory / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        return None
-    records: list[dict[str, Any]] = []
-    for entry in manifest["files"]:
-        data = (directory / entry["name"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry
-        assert len(data) == entry["bytes"], entry
-        part = decode_part(entry["name"], data)
-        assert len(part) == entry["records"], entry
-        records.extend(part)
-    assert len(records) == manifest["record_count"]
-    return records
-
-
-def read_dataset(base: ObjectStoragePath) -> dict[str, list[dict[str, Any]]]:
-    """Every committed partition under ``base``: day -> records (sorted by id)."""
-    result: dict[str, list[dict[str, Any]]] = {}
-    if not base.exists():
-        return result
-    for directory in base.iterdir():
-        assert directory.name.startswith("session_end_on="), directory
-        day = directory.name.partition("=")[2]
-        records = read_partition(base, day)
-        if records is not None:
-            result[day] = sorted(records, key=lambda r: r["id"])
-    return result
-
-
 def manifests(base: ObjectStoragePath) -> dict[str, dict[str, Any]]:
     return {
         directory.name.partition("=")[2]: json.loads((directory / MANIFEST).read_bytes())
@@ -221,16 +177,6 @@ def expected(sandbox: SandboxServer, start: str, until: str, **filters: Any) -> 
     for records in result.values():
         records.sort(key=lambda r: r["id"])
     return result
-
-
-def tree(base: ObjectStoragePath) -> dict[str, bytes]:
-    """Every file under ``base`` (relative path -> bytes), listed or not."""
-    root = Path(base.path)
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def assert_only_listed_files(base: ObjectStoragePath) -> None:
@@ -420,7 +366,7 @@ def test_records_without_id_or_with_odd_ids_are_all_kept_intact(
     monkeypatch.setattr(client, "paginate", with_odd_ids)
     summary = extract(client, out, ODD_DAY, "2025-06-11", file_format=file_format)
     assert summary["duplicates_dropped"] == 0
-    got = read_dataset_unsorted(out, ODD_DAY)
+    got = read_dataset(out, sort_by_id=False)[ODD_DAY]
     odd = sorted(
         (row for row in got if str(row["sessionStartsOn"]).startswith("1999")),
         key=lambda row: str(row["sessionStartsOn"]),
@@ -438,12 +384,6 @@ def test_records_without_id_or_with_odd_ids_are_all_kept_intact(
         "training": {"id": 2**63, "title": "Too big"},
     }
     assert odd[5]["id"] is odd[5]["ownerId"] is odd[5]["training"] is None
-
-
-def read_dataset_unsorted(base: ObjectStoragePath, day: str) -> list[dict[str, Any]]:
-    records = read_partition(base, day)
-    assert records is not None
-    return records
 
 
 # --------------------------------------------------------------------------- late data, re-runs

@@ -8,6 +8,7 @@ dataset exactly as the previous run committed it: same manifests, same files, by
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import json
 import logging
@@ -39,7 +40,6 @@ from airflow_provider_lucca.client import (
     LuccaRequestError,
     LuccaResponseError,
     LuccaRetriesExhaustedError,
-    RetryPolicy,
 )
 from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
 from airflow_provider_lucca.extraction.realized_trainings import (
@@ -48,6 +48,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import FaultSchedule, SandboxServer
+from tests.helpers import SANDBOX_KEY, client_for, read_dataset, tree
 
 LOG = logging.getLogger("tests.hostile")
 KEY = "hostile-tests-key"
@@ -55,6 +56,15 @@ START, UNTIL = date(2025, 3, 1), date(2025, 3, 4)
 WINDOW_DAYS = [(START + timedelta(n)).isoformat() for n in range((UNTIL - START).days)]
 PAGE_SIZE = 5
 BODY_LIMIT = 256 * 1024
+#: The client of these tests: pages of 5, a 5 s read timeout, a body limit, two quick attempts.
+hostile_client = functools.partial(
+    client_for,
+    api_key=KEY,
+    logger=LOG,
+    page_size=PAGE_SIZE,
+    timeout=5.0,
+    max_response_bytes=BODY_LIMIT,
+)
 
 
 # --------------------------------------------------------------------------- a scripted server
@@ -212,37 +222,11 @@ def endless(block: bytes) -> Callable[[Any], None]:
 # --------------------------------------------------------------------------- helpers
 
 
-def client_for(url: str, **config: Any) -> LuccaClient:
-    retry = RetryPolicy(
-        max_attempts=2, backoff_base=0.01, backoff_max=0.02, rate_limit_min_wait=0.01, jitter=0.0
-    )
-    settings_: dict[str, Any] = {
-        "page_size": PAGE_SIZE,
-        "requests_per_minute": 0,
-        "timeout": 5.0,
-        "retry": retry,
-        "max_response_bytes": BODY_LIMIT,
-        **config,
-    }
-    return LuccaClient(ClientConfig(base_url=url, api_key=KEY, **settings_), logger=LOG)
-
-
 def extract(url: str, output: ObjectStoragePath, **config: Any) -> dict[str, Any]:
-    with client_for(url, **config) as client:
+    with hostile_client(url, **config) as client:
         return extract_realized_trainings(
             client, ExtractionRequest(window=DateWindow(START, UNTIL)), output, log=LOG
         )
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root``, hidden and temporary ones included."""
-    if not root.exists():
-        return {}
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def committed(server: ScriptedServer, root: Path) -> tuple[ObjectStoragePath, dict[str, bytes]]:
@@ -524,7 +508,7 @@ def test_sandbox_html_maintenance_page_with_200_fails_typed_and_commits_nothing(
     """The sandbox's own ``html`` fault: a proxy's maintenance page served as 200."""
     output = ObjectStoragePath(f"file://{tmp_path / 'dataset'}")
     with LuccaClient(
-        ClientConfig(base_url=sandbox.url, api_key="sandbox-api-key", requests_per_minute=0)
+        ClientConfig(base_url=sandbox.url, api_key=SANDBOX_KEY, requests_per_minute=0)
     ) as client:
         request = ExtractionRequest(window=DateWindow(date(2025, 3, 1), date(2025, 6, 1)))
         sandbox.reset_stats()
@@ -549,7 +533,7 @@ def test_enormous_body_is_abandoned_without_reading_it(server: ScriptedServer) -
             sent.append(65536)
 
     server.serve(lambda number, query: Reply(200, b"", stream=stream))
-    with client_for(server.url) as client, pytest.raises(LuccaResponseError, match="larger"):
+    with hostile_client(server.url) as client, pytest.raises(LuccaResponseError, match="larger"):
         list(client.iter_realized_trainings())
     time.sleep(0.2)  # let the server notice the hang-up
     assert sum(sent) < 64 * 2**20
@@ -631,19 +615,6 @@ def expected_dataset(pages: list[object]) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
-def read_dataset(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """Records of every partition, read only through the files its manifest lists."""
-    result: dict[str, list[dict[str, Any]]] = {}
-    for manifest_path in sorted(root.glob("session_end_on=*/_manifest.json")):
-        manifest = json.loads(manifest_path.read_bytes())
-        records: list[dict[str, Any]] = []
-        for entry in manifest["files"]:
-            data = gzip.decompress((manifest_path.parent / entry["name"]).read_bytes())
-            records.extend(json.loads(line) for line in data.split(b"\n") if line)
-        result[manifest["partition"]["session_end_on"]] = records
-    return result
-
-
 @pytest.fixture(scope="module")
 def baseline(server: ScriptedServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset with the window committed once; each example starts from a copy of it."""
@@ -694,7 +665,7 @@ def test_any_second_answer_either_commits_the_truth_or_fails_typed_leaving_the_d
         pages: list[object] = [first_page, second]
         if second.get("next") is not None:
             pages.append({"items": []})
-        assert read_dataset(root) == expected_dataset(pages)
+        assert read_dataset(root, sort_by_id=False) == expected_dataset(pages)
 
 
 def test_a_body_trickled_slower_than_the_read_timeout_is_abandoned_in_bounded_time(
@@ -711,7 +682,7 @@ def test_a_body_trickled_slower_than_the_read_timeout_is_abandoned_in_bounded_ti
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     server.serve(lambda number, query: Reply(200, b"", headers, stream=trickle))
     started = time.monotonic()
-    with client_for(server.url, timeout=0.5) as client, contextlib.suppress(LuccaError):
+    with hostile_client(server.url, timeout=0.5) as client, contextlib.suppress(LuccaError):
         list(client.iter_realized_trainings())
     # Two attempts of about 0.5 s each, plus slack; one trickled answer takes 2.7 s.
     assert time.monotonic() - started < 2.0

@@ -28,7 +28,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import RecordMove, SandboxConfig, SandboxServer
-from tests.conftest import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY
 
 LOG = logging.getLogger("tests.moving_data")
 DAYS = [f"2025-01-0{n}" for n in range(1, 6)]

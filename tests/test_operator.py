@@ -16,6 +16,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow_provider_lucca.client import LuccaConfigError
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from lucca_sandbox import SandboxServer
+from tests.helpers import SANDBOX_KEY, read_dataset
 
 USER_FACING_STRINGS = {
     "output_path",
@@ -58,24 +59,6 @@ def make_context(
 
 def local_output(tmp_path: Path) -> str:
     return f"file://{tmp_path}/lucca/realized_trainings"
-
-
-def read_local(output: str) -> dict[str, list[dict[str, Any]]]:
-    """A reader following manifests: day -> records (by id) of every committed partition."""
-    root = Path(output.removeprefix("file://"))
-    result: dict[str, list[dict[str, Any]]] = {}
-    for directory in sorted(root.iterdir()):
-        manifest = json.loads((directory / "_manifest.json").read_text())
-        records: list[dict[str, Any]] = []
-        for entry in manifest["files"]:
-            data = (directory / entry["name"]).read_bytes()
-            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-            records.extend(json.loads(line) for line in gzip.decompress(data).splitlines())
-        assert len(records) == manifest["record_count"]
-        result[directory.name.removeprefix("session_end_on=")] = sorted(
-            records, key=lambda r: r["id"]
-        )
-    return result
 
 
 def records_of(sandbox: SandboxServer, *days: str, **filters: Any) -> dict[str, Any]:
@@ -121,7 +104,7 @@ def test_paris_dag_extracts_its_local_day(
     next_day = pendulum.parse(day).add(days=1).to_date_string()
     assert summary["window"] == {"from": day, "until": next_day}
     assert summary["partitions"] == {day: len(want[day])}
-    assert read_local(local_output(tmp_path)) == want
+    assert read_dataset(tmp_path / "lucca/realized_trainings") == want
     manifest = json.loads(
         (tmp_path / "lucca/realized_trainings" / f"session_end_on={day}/_manifest.json").read_text()
     )
@@ -203,7 +186,7 @@ def test_explicit_window_overrides_the_data_interval(
     summary = op.execute(make_context(make_dag()))
     assert summary["window"] == {"from": "2025-03-03", "until": "2025-03-05"}
     want = records_of(lucca_conn, "2025-03-02", "2025-03-03", "2025-03-04")
-    assert read_local(local_output(tmp_path)) == want
+    assert read_dataset(tmp_path / "lucca/realized_trainings") == want
 
 
 # --------------------------------------------------------------------------- validation
@@ -347,7 +330,7 @@ def test_templated_string_forms_are_understood(
     summary = op.execute(context)
     want = records_of(lucca_conn, day, owner_ids=owners, has_attended=True)
     assert want[day]
-    assert read_local(local_output(tmp_path)) == want
+    assert read_dataset(tmp_path / "lucca/realized_trainings") == want
     assert summary["records"] == len(want[day])
     manifest = json.loads(
         (tmp_path / "lucca/realized_trainings" / f"session_end_on={day}/_manifest.json").read_text()
@@ -385,14 +368,16 @@ def test_return_value_is_a_small_json_summary_without_records(
     )
     summary = op.execute(make_context(make_dag()))
     text = json.dumps(summary)
-    written = sum(len(records) for records in read_local(local_output(tmp_path)).values())
+    written = sum(
+        len(records) for records in read_dataset(tmp_path / "lucca/realized_trainings").values()
+    )
     assert written > 100
     assert summary["records"] == written
     assert len(text) < 4000
     record = lucca_conn.records[0]
     assert record["training"]["title"] not in text
     assert "items" not in summary
-    assert "sandbox-api-key" not in text
+    assert SANDBOX_KEY not in text
 
     def no_record_lists(value: Any) -> None:
         if isinstance(value, list):

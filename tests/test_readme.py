@@ -18,6 +18,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import SandboxServer
+from tests.helpers import SANDBOX_KEY
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'
@@ -34,7 +35,7 @@ def test_duckdb_snippet_reads_exact_hours_through_manifests(
     sandbox: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = LuccaClient(
-        ClientConfig(base_url=sandbox.url, api_key="sandbox-api-key", requests_per_minute=0)
+        ClientConfig(base_url=sandbox.url, api_key=SANDBOX_KEY, requests_per_minute=0)
     )
     window = DateWindow(date(2025, 3, 1), date(2025, 4, 1))
     output = ObjectStoragePath(tmp_path.as_uri())

@@ -10,8 +10,6 @@ Datasets are always read back the way readers must read them: through the manife
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import itertools
 import json
 import logging
@@ -49,9 +47,9 @@ from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from lucca_sandbox import BOUNDS, FaultSchedule, SandboxConfig, SandboxServer
 from lucca_sandbox import ratelimit as sandbox_ratelimit
+from tests.helpers import SANDBOX_KEY, lucca_conn_json, read_dataset, tree
 
 LOG = logging.getLogger("tests.reliability")
-SANDBOX_KEY = "sandbox-api-key"
 MANIFEST = "_manifest.json"
 CRASH_CHILD = Path(__file__).resolve().parent / "crash_child.py"
 LEASE = 5.0  # the killed run's lock lease: the re-run waits at most this long
@@ -85,18 +83,6 @@ def fast_client(
     return LuccaClient(config, logger=LOG)
 
 
-def lucca_conn_json(url: str, **extra: object) -> str:
-    """An ``AIRFLOW_CONN_*`` value for the sandbox (unpaced unless ``extra`` says otherwise)."""
-    return json.dumps(
-        {
-            "conn_type": "lucca",
-            "host": url,
-            "password": SANDBOX_KEY,
-            "extra": {"requests_per_minute": 0, **extra},
-        }
-    )
-
-
 def dataset_at(root: Path) -> ObjectStoragePath:
     return ObjectStoragePath(f"file://{root}")
 
@@ -124,27 +110,6 @@ def truth(records: list[dict[str, Any]], start: str, until: str) -> dict[str, li
     return {day: sorted(items, key=lambda r: r["id"]) for day, items in result.items()}
 
 
-def read_dataset(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """What a reader sees: for each day with a manifest, the records of the files it lists,
-    checked against its sizes, checksums and counts; sorted by id (duplicates kept)."""
-    result: dict[str, list[dict[str, Any]]] = {}
-    for manifest_path in sorted(root.glob(f"session_end_on=*/{MANIFEST}")):
-        manifest = json.loads(manifest_path.read_bytes())
-        day = manifest["partition"]["session_end_on"]
-        assert manifest_path.parent.name == f"session_end_on={day}"
-        records: list[dict[str, Any]] = []
-        for entry in manifest["files"]:
-            data = (manifest_path.parent / entry["name"]).read_bytes()
-            assert len(data) == entry["bytes"]
-            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-            part = [json.loads(line) for line in gzip.decompress(data).splitlines()]
-            assert len(part) == entry["records"]
-            records.extend(part)
-        assert len(records) == manifest["record_count"]
-        result[day] = sorted(records, key=lambda r: r["id"])
-    return result
-
-
 def unlisted_files(root: Path) -> list[str]:
     """Files a manifest does not list: orphans of a crash, stale parts, temporary files."""
     found: list[str] = []
@@ -160,14 +125,6 @@ def unlisted_files(root: Path) -> list[str]:
         ]
     found += [path.name for path in root.iterdir() if not path.is_dir()]
     return found
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 # --------------------------------------------------------------------------- faults ridden out

@@ -13,6 +13,7 @@ Every server here listens on 127.0.0.1 on a free port.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import logging
@@ -48,7 +49,6 @@ from airflow_provider_lucca.client import (
     LuccaRedirectError,
     LuccaResponseError,
     LuccaTLSError,
-    RetryPolicy,
 )
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
@@ -57,11 +57,14 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.hooks.lucca import LuccaHook
 from lucca_sandbox import FaultSchedule, SandboxConfig, SandboxServer
+from tests.helpers import client_for, free_port
 
 LOG = logging.getLogger("tests.security")
 #: Unique per session, so that finding it anywhere can only mean it leaked from this run.
 KEY = f"lucca-secret-{os.urandom(12).hex()}"
 WINDOW = DateWindow(date(2025, 3, 1), date(2025, 3, 8))
+#: The client of these tests: the key above, a 2 s read timeout, two quick attempts.
+keyed_client = functools.partial(client_for, api_key=KEY, logger=LOG, timeout=2.0)
 
 
 # --------------------------------------------------------------------------- loopback servers
@@ -143,14 +146,6 @@ def record(number: int, day: str = "2025-03-02", **extra: Any) -> dict[str, Any]
     return {"id": number, "ownerId": 7, "sessionEndsOn": day, "durationInHours": 2.0, **extra}
 
 
-def client_for(url: str, **config: Any) -> LuccaClient:
-    retry = RetryPolicy(
-        max_attempts=2, backoff_base=0.01, backoff_max=0.02, rate_limit_min_wait=0.01, jitter=0.0
-    )
-    settings = {"requests_per_minute": 0, "timeout": 2.0, "retry": retry, **config}
-    return LuccaClient(ClientConfig(base_url=url, api_key=KEY, **settings), logger=LOG)
-
-
 def extract(client: LuccaClient, root: Path, **options: Any) -> dict[str, Any]:
     request = ExtractionRequest(window=WINDOW, **options)
     return extract_realized_trainings(client, request, ObjectStoragePath(f"file://{root}"), log=LOG)
@@ -183,7 +178,7 @@ def test_sandbox_redirect_is_not_followed_and_nothing_reaches_the_other_host(
 ) -> None:
     keyed_sandbox.configure(redirect_url=trap.url, faults=FaultSchedule(at={at: "redirect"}))
     with (
-        client_for(keyed_sandbox.url, page_size=20) as client,
+        keyed_client(keyed_sandbox.url, page_size=20) as client,
         pytest.raises(LuccaRedirectError) as info,
     ):
         extract(client, tmp_path / "dataset")
@@ -202,7 +197,7 @@ def test_sandbox_redirect_is_not_followed_and_nothing_reaches_the_other_host(
 def test_no_redirect_status_is_followed(trap: Recorder, tmp_path: Path, status: int) -> None:
     server = Recorder(lambda path, query: (status, [("Location", f"{trap.url}/steal")], b""))
     try:
-        with client_for(server.url) as client, pytest.raises(LuccaRedirectError):
+        with keyed_client(server.url) as client, pytest.raises(LuccaRedirectError):
             extract(client, tmp_path / "dataset")
     finally:
         server.stop()
@@ -226,7 +221,7 @@ def test_next_cursor_that_looks_like_a_url_goes_back_only_as_page_to_the_configu
 
     server = Recorder(script)
     try:
-        with client_for(server.url) as client:
+        with keyed_client(server.url) as client:
             summary = extract(client, tmp_path / "dataset")
     finally:
         server.stop()
@@ -374,14 +369,14 @@ def test_tls_verification_stays_on_and_the_key_is_never_sent_to_an_untrusted_ser
     server = TLSRecorder(*self_signed)
     try:
         with (
-            client_for(f"https://127.0.0.1:{server.port}") as client,
+            keyed_client(f"https://127.0.0.1:{server.port}") as client,
             pytest.raises(LuccaTLSError) as info,
         ):
             list(client.iter_realized_trainings())
         refused_connections = server.connections
 
         # Control: a client that trusts the certificate does get through, and is recorded.
-        with client_for(f"https://127.0.0.1:{server.port}") as trusting:
+        with keyed_client(f"https://127.0.0.1:{server.port}") as trusting:
             trusting.session.verify = str(self_signed[0])
             list(trusting.iter_realized_trainings())
     finally:
@@ -408,7 +403,7 @@ def failing_scenarios() -> dict[str, Build]:
     def sandbox_with(**changes: Any) -> Build:
         def build(sandbox: SandboxServer, spare: Recorder) -> LuccaClient:
             sandbox.configure(**{k: spare.url if v == "SPARE" else v for k, v in changes.items()})
-            return client_for(sandbox.url, timeout=0.5)
+            return keyed_client(sandbox.url, timeout=0.5)
 
         return build
 
@@ -421,7 +416,7 @@ def failing_scenarios() -> dict[str, Build]:
                 return status, [], f"<pre>Bad request; you sent: {sent}</pre>".encode()
 
             spare.script = script
-            return client_for(spare.url)
+            return keyed_client(spare.url)
 
         return build
 
@@ -435,16 +430,12 @@ def failing_scenarios() -> dict[str, Build]:
         "Retry-After beyond the cap": sandbox_with(faults={"at": {"1": "429-long"}}),
         "redirect": sandbox_with(faults={"at": {"1": "redirect"}}, redirect_url="SPARE"),
         "HTML page with 200": sandbox_with(faults={"at": {"1": "html"}}),
-        "connection refused": lambda sandbox, spare: client_for(f"http://127.0.0.1:{free_port()}"),
+        "connection refused": lambda sandbox, spare: keyed_client(
+            f"http://127.0.0.1:{free_port()}"
+        ),
         "server echoing the key in a 400 page": echoing(400),
         "server echoing the key in a 200 page": echoing(200),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 SCENARIOS = failing_scenarios()
@@ -487,7 +478,7 @@ def test_ids_from_the_answer_never_become_paths(tmp_path: Path, file_format: str
     server = Recorder(lambda path, query: (200, [], page(hostile)))
     root = tmp_path / "lake" / "dataset"
     try:
-        with client_for(server.url) as client:
+        with keyed_client(server.url) as client:
             summary = extract(client, root, file_format=file_format)
     finally:
         server.stop()
@@ -519,7 +510,7 @@ def test_ids_from_the_answer_never_become_paths(tmp_path: Path, file_format: str
 def test_a_date_that_is_a_path_fails_the_run_and_writes_nothing(tmp_path: Path, day: str) -> None:
     server = Recorder(lambda path, query: (200, [], page([record(1), record(2, day)])))
     try:
-        with client_for(server.url) as client, pytest.raises(LuccaResponseError) as info:
+        with keyed_client(server.url) as client, pytest.raises(LuccaResponseError) as info:
             extract(client, tmp_path / "lake" / "dataset")
     finally:
         server.stop()

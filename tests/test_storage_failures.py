@@ -37,7 +37,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.sweep import sweep_unlisted
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import SandboxServer
-from tests.conftest import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY
 from tests.s3_fault_proxy import S3FaultProxy
 
 LOG = logging.getLogger("tests.storage_failures")

@@ -21,6 +21,8 @@ import pytest
 from airflow_stack import AirflowStack
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from tests.helpers import SANDBOX_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 # The README's screenshot is refreshed only on request, so a test run leaves the tree clean:
 # LUCCA_UPDATE_SCREENSHOT=1 .venv/bin/pytest tests/e2e/test_connection_form.py
@@ -36,7 +38,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 CONN_ID = "lucca_e2e_form"
-SANDBOX_KEY = "sandbox-api-key"
 TIMEOUT_MS = 30_000
 EXTRA_DEFAULTS = {
     "requests_per_minute": 50,
