@@ -13,6 +13,7 @@ EXTRAS := --extra s3 --extra parquet
 help:
 	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files)"
 	@echo "make test    - lint + the whole test suite"
+	@echo "make test-fast - unit and contract tests only (no slow, e2e or browser test), no lint"
 	@echo "make airflow - a local Airflow (UI, scheduler) wired to the sandbox"
 	@echo "make bench   - the performance benchmark"
 
@@ -40,6 +41,10 @@ system-packages:
 
 test: system-packages lint
 	$(RUN)pytest $(PYTEST_ARGS)
+
+# The markers are registered in pyproject.toml ([tool.pytest.ini_options]).
+test-fast: venv
+	$(RUN)pytest -m "not slow and not e2e and not browser" $(PYTEST_ARGS)
 
 demo: venv
 	$(RUN)python scripts/demo.py

@@ -125,6 +125,7 @@ def race(sandbox: SandboxServer, output: str, tmp_path: Path, trial: int, max_pa
         assert len(runs) == len(WINDOWS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["file", "s3"])
 def test_racing_runs_on_overlapping_windows_never_break_a_partition(
     sandbox: SandboxServer, tmp_path: Path, store: str, request: pytest.FixtureRequest
@@ -144,6 +145,7 @@ def test_racing_runs_on_overlapping_windows_never_break_a_partition(
         assert unlisted(base) == [], f"trial {trial}"
 
 
+@pytest.mark.slow
 def test_a_second_run_waits_for_the_lock_then_fails_clearly_before_any_request(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_ARGS = ["--history-until", "2025-03-01", "--daily-days", "2"]
 
@@ -26,6 +28,7 @@ def run_demo(demo_dir: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_twice_and_reports_what_it_wrote(tmp_path: Path) -> None:
     first = run_demo(tmp_path)
     lake = tmp_path / "lake" / "lucca" / "realized_trainings"

@@ -351,6 +351,7 @@ def test_lucca_connection_uses_the_sandbox_api_key(monkeypatch: pytest.MonkeyPat
     assert conn["password"] == sandbox_config(monkeypatch).api_key
 
 
+@pytest.mark.slow
 def test_aws_connection_and_output_path_reach_the_minio_bucket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -390,6 +391,7 @@ def test_aws_connection_and_output_path_reach_the_minio_bucket(
     assert env_of(service("minio-init")) == minio_env
 
 
+@pytest.mark.slow
 def test_example_dags_read_the_stack_settings() -> None:
     """Parse the DAGs with the compose environment (in a subprocess: the settings are read at
     import time, and other tests import lucca_common with the defaults)."""
@@ -481,6 +483,7 @@ def test_init_scripts_are_valid_shell(name: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_airflow_init_writes_the_login_of_the_simple_auth_manager(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -575,6 +578,7 @@ def test_airflow_commands_exist_in_the_airflow_cli(capsys: pytest.CaptureFixture
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_provider_cli_commands_exist() -> None:
     """``celery worker`` comes from the celery provider, bundled in the apache/airflow image."""
     commands = [c for c in airflow_commands() if c[0] in PROVIDER_CLI_GROUPS]
@@ -639,6 +643,7 @@ def test_long_running_services_have_a_healthcheck(name: str) -> None:
     healthcheck_words(name)
 
 
+@pytest.mark.slow
 def test_apiserver_healthcheck_and_execution_api_url_match_the_api_server() -> None:
     from airflow.api_fastapi.core_api.routes.public import public_router
 

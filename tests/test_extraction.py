@@ -202,6 +202,7 @@ def random_split(rng: random.Random, start: str, until: str) -> list[tuple[str, 
 # --------------------------------------------------------------------------- exactly once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bounds", ["exclusive", "inclusive"])
 def test_any_split_into_adjacent_windows_writes_each_record_exactly_once(
     sandbox: SandboxServer, client: LuccaClient, tmp_path: Path, bounds: str

@@ -623,6 +623,7 @@ def baseline(server: ScriptedServer, tmp_path_factory: pytest.TempPathFactory) -
     return root
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300,
     deadline=None,
@@ -668,6 +669,7 @@ def test_any_second_answer_either_commits_the_truth_or_fails_typed_leaving_the_d
         assert read_dataset(root, sort_by_id=False) == expected_dataset(pages)
 
 
+@pytest.mark.slow
 def test_a_body_trickled_slower_than_the_read_timeout_is_abandoned_in_bounded_time(
     server: ScriptedServer,
 ) -> None:

@@ -407,6 +407,7 @@ def test_asset_outlet_is_the_output_location_without_connection(output_path: str
 # --------------------------------------------------------------------------- S3 (moto)
 
 
+@pytest.mark.slow
 def test_extracts_to_s3_through_an_airflow_connection(
     lucca_conn: SandboxServer, s3_bucket: str, moto_s3: str
 ) -> None:

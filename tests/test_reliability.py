@@ -148,6 +148,7 @@ RIDDEN_OUT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", RIDDEN_OUT.values(), ids=list(RIDDEN_OUT))
 def test_transient_faults_over_http_lose_and_duplicate_nothing(
     sandbox: SandboxServer, tmp_path: Path, schedule: FaultSchedule
@@ -202,7 +203,13 @@ def operator(output: Path, conn_id: str, start: str, until: str) -> RealizedTrai
             ["HTTP 429", "attempt 1", "retry after 3600 s", "cap of 120 s"],
             3.0,
         ),
-        ("503", LuccaRetriesExhaustedError, ["HTTP 503", "after 3 attempts"], 10.0),
+        pytest.param(
+            "503",
+            LuccaRetriesExhaustedError,
+            ["HTTP 503", "after 3 attempts"],
+            10.0,
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["Retry-After beyond the cap", "503 outlasting the retry budget"],
 )
@@ -249,7 +256,7 @@ def test_task_fails_fast_saying_what_happened_and_keeps_the_committed_window(
     ("kind", "reason"),
     [
         ("drop", "ConnectionError"),
-        ("slow", "ReadTimeout"),
+        pytest.param("slow", "ReadTimeout", marks=pytest.mark.slow),
         ("429-none", "HTTP 429"),
         ("502", "HTTP 502"),
         ("408", "HTTP 408"),
@@ -283,6 +290,7 @@ def test_faults_outlasting_the_attempts_fail_fast_naming_status_path_attempts(
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_retry_time_budget_bounds_a_run_of_rate_limits(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -309,6 +317,7 @@ RATE_WINDOW = 2.0
 RATE_LIMIT = 20  # per window: a tenant limit of 600/min at that scale
 
 
+@pytest.mark.slow
 def test_parallel_runs_under_one_tenant_rate_limit_all_succeed_exactly_once(
     sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,6 +373,7 @@ def wait_for(marker: Path, child: subprocess.Popen[bytes], log: Path, timeout: f
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "point", ["mid-part", "before-manifest", "mid-manifests", "before-cleanup"]
 )

@@ -567,6 +567,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 def test_a_real_dag_run_never_writes_or_logs_the_key(
     keyed_sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -158,6 +158,7 @@ def fail_from_manifest(number: int, *, only_that_one: bool) -> Any:
     return rule
 
 
+@pytest.mark.slow
 def test_a_manifest_put_failing_once_puts_the_window_back_as_it_was(
     sandbox: SandboxServer, faulty_s3: tuple[S3FaultProxy, Any, Any]
 ) -> None:
@@ -187,6 +188,7 @@ def test_a_manifest_put_failing_once_puts_the_window_back_as_it_was(
     assert listing_view(listing) == sorted(i for ids in truth(sandbox).values() for i in ids)
 
 
+@pytest.mark.slow
 def test_a_store_that_goes_away_mid_manifests_says_which_days_are_new(
     sandbox: SandboxServer, faulty_s3: tuple[S3FaultProxy, Any, Any]
 ) -> None:
@@ -215,6 +217,7 @@ def test_a_store_that_goes_away_mid_manifests_says_which_days_are_new(
     assert listing_view(listing) == sorted(i for ids in new.values() for i in ids)
 
 
+@pytest.mark.slow
 def test_a_failing_part_upload_changes_no_day_and_leaves_no_part(
     sandbox: SandboxServer, faulty_s3: tuple[S3FaultProxy, Any, Any]
 ) -> None:
@@ -240,6 +243,7 @@ def test_a_failing_part_upload_changes_no_day_and_leaves_no_part(
     assert listing_view(listing) == old_listing
 
 
+@pytest.mark.slow
 def test_a_failing_cleanup_keeps_the_window_committed_and_the_sweep_removes_the_rest(
     sandbox: SandboxServer, faulty_s3: tuple[S3FaultProxy, Any, Any]
 ) -> None:

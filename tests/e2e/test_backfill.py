@@ -28,6 +28,8 @@ from airflow_provider_lucca.extraction.commit import read_manifest
 from airflow_provider_lucca.extraction.reader import read_partition
 from lucca_sandbox.data import generate_records
 
+pytestmark = pytest.mark.e2e
+
 DAG_ID = "lucca_realized_trainings_daily"
 PARIS = ZoneInfo("Europe/Paris")
 LOOKBACK_DAYS = 7  # the daily DAG's lookback_days

@@ -23,6 +23,8 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from tests.helpers import SANDBOX_KEY
 
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
 ROOT = Path(__file__).resolve().parents[2]
 # The README's screenshot is refreshed only on request, so a test run leaves the tree clean:
 # LUCCA_UPDATE_SCREENSHOT=1 .venv/bin/pytest tests/e2e/test_connection_form.py
