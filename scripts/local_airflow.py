@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lucca_sandbox import DEFAULT_API_KEY as SANDBOX_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-SANDBOX_KEY = "sandbox-api-key"
 POOL = "lucca_api"
 
 
