@@ -34,7 +34,7 @@ from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
 from lucca_sandbox import SandboxConfig, SandboxServer
-from tests.conftest import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY
 
 LOG = logging.getLogger("tests.integrity_edges")
 WINDOW = DateWindow(date(2025, 1, 3), date(2025, 1, 6))
