@@ -34,7 +34,7 @@ from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
 from lucca_sandbox import SandboxConfig, SandboxServer
-from tests.helpers import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY, tree
 
 LOG = logging.getLogger("tests.integrity_edges")
 WINDOW = DateWindow(date(2025, 1, 3), date(2025, 1, 6))
@@ -153,6 +153,20 @@ def test_confirm_reads_fails_when_no_two_reads_agree(server: SandboxServer, tmp_
 # --------------------------------------------------------------------------- commit edges
 
 
+@pytest.fixture
+def locks(monkeypatch: pytest.MonkeyPatch) -> list[DatasetLock]:
+    """Every DatasetLock made during the test, to play a lease running out at a chosen line."""
+    made: list[DatasetLock] = []
+    real_init = DatasetLock.__init__
+
+    def remember(self: DatasetLock, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(DatasetLock, "__init__", remember)
+    return made
+
+
 class TaskTimeout(BaseException):
     """Like Airflow's AirflowTaskTimeout: raised by a signal handler, not an Exception."""
 
@@ -162,7 +176,7 @@ def test_a_task_timeout_during_the_manifests_puts_the_window_back(
 ) -> None:
     base = ObjectStoragePath(f"file://{tmp_path}")
     run(server, base)
-    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    before = tree(tmp_path)
     server.configure(delete_ids=[truth(server)[DAYS[0]][0], truth(server)[DAYS[-1]][0]])
     original, calls = commit.write_whole, {"n": 0}
 
@@ -175,16 +189,19 @@ def test_a_task_timeout_during_the_manifests_puts_the_window_back(
     monkeypatch.setattr(commit, "write_whole", times_out)
     with pytest.raises(TaskTimeout):
         run(server, base)
-    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    after = tree(tmp_path)
     assert after == before  # manifests put back, the run's parts removed, the lock released
 
 
 def test_a_lease_that_ran_out_mid_manifests_restores_when_nobody_took_over(
-    server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    locks: list[DatasetLock],
 ) -> None:
     base = ObjectStoragePath(f"file://{tmp_path}")
     run(server, base)
-    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    before = tree(tmp_path)
     server.configure(delete_ids=[truth(server)[DAYS[0]][0]])
     original, calls = commit.write_whole, {"n": 0}
 
@@ -192,46 +209,34 @@ def test_a_lease_that_ran_out_mid_manifests_restores_when_nobody_took_over(
         original(path, data)
         calls["n"] += 1
         if calls["n"] == 1:  # the lease runs out while the first manifest is written
-            for lock in [obj for obj in locks if isinstance(obj, DatasetLock)]:
+            for lock in locks:
                 lock._valid_until = 0.0
 
-    locks: list[DatasetLock] = []
-    real_init = DatasetLock.__init__
-
-    def remember(self: DatasetLock, *args: Any, **kwargs: Any) -> None:
-        real_init(self, *args, **kwargs)
-        locks.append(self)
-
-    monkeypatch.setattr(DatasetLock, "__init__", remember)
     monkeypatch.setattr(commit, "write_whole", slow_store)
     with pytest.raises(LuccaStorageError, match="lease of the dataset lock") as info:
         run(server, base)
     assert info.value.phase == "manifests"
     assert info.value.committed_days == ()
-    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    after = tree(tmp_path)
     assert after == before
 
 
 def test_a_run_past_its_lease_does_not_clean_up_the_next_holders_files(
-    server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    locks: list[DatasetLock],
 ) -> None:
     base = ObjectStoragePath(f"file://{tmp_path}")
     run(server, base)
     foreign = tmp_path / f"session_end_on={DAYS[1]}" / "part-00000-nextholder01.jsonl.gz"
     original = commit.remove_unlisted
-    locks: list[DatasetLock] = []
-    real_init = DatasetLock.__init__
-
-    def remember(self: DatasetLock, *args: Any, **kwargs: Any) -> None:
-        real_init(self, *args, **kwargs)
-        locks.append(self)
 
     def paused_after_first_day(directory: Any, keep: set[str]) -> None:
         original(directory, keep)
         foreign.write_bytes(b"parts of the run that took the lock over")
         locks[-1]._valid_until = 0.0  # this process was paused past its lease here
 
-    monkeypatch.setattr(DatasetLock, "__init__", remember)
     monkeypatch.setattr(commit, "remove_unlisted", paused_after_first_day)
     with pytest.raises(LuccaStorageError, match="while writing cleanup") as info:
         run(server, base)

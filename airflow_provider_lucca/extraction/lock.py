@@ -135,7 +135,7 @@ class DatasetLock:
                 if waited_for:
                     self.log.info("Took the dataset lock %s after %s", self.path, waited_for)
                 return
-            holder = self._read()
+            holder = self._read(judge=True)
             if holder is not None and holder.get("token") == self.token:
                 # Our own create went through but its answer was lost (the store then said
                 # "exists" to the retry): the lock is ours.
@@ -251,7 +251,9 @@ class DatasetLock:
         self._valid_until = started + self.policy.lease
         return True
 
-    def _read(self) -> dict[str, Any] | None:
+    def _read(self, judge: bool = False) -> dict[str, Any] | None:
+        """The lock's content, or None when there is none. ``judge`` adds ``_expires``, the
+        effective end of its lease, at the cost of a stat: only a waiting run needs it."""
         try:
             data = read_fresh(self.path)
         except FileNotFoundError:
@@ -260,10 +262,11 @@ class DatasetLock:
             holder = json.loads(data)
         except ValueError:
             holder = None
-        written = modified_at(self.path)
         if not isinstance(holder, dict):
-            # Not a lock this provider wrote: held, with a lease counted from its age in the store.
-            return {"token": None, "_expires": written + self.policy.lease}
+            holder = {"token": None}  # not a lock this provider wrote: held by someone unknown
+        if not judge:
+            return holder
+        written = modified_at(self.path)
         declared = holder.get("expires_at_epoch")
         if (
             isinstance(declared, bool)
