@@ -25,11 +25,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from lucca_sandbox import DEFAULT_API_KEY
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 ROOT = Path(__file__).resolve().parents[1]
-SANDBOX_KEY = "sandbox-api-key"
+SANDBOX_KEY = DEFAULT_API_KEY
 #: Lucca's documented limits: the physical ceiling of any extraction is their product.
 LUCCA_REQUESTS_PER_MINUTE = 50
 PAGE_SIZE = 100

@@ -46,6 +46,7 @@ from airflow_provider_lucca.client.defaults import (
 )
 from airflow_provider_lucca.hooks.lucca import LuccaHook
 from lucca_sandbox import SandboxServer
+from tests.helpers import SANDBOX_KEY
 
 BASE = "https://acme.ilucca.net"
 URL = BASE + REALIZED_TRAININGS_PATH
@@ -413,7 +414,6 @@ def test_test_connection_reports_bad_settings_without_a_request(
 #
 # These run against the real sandbox: its request counter proves that nothing reached a server.
 
-SANDBOX_KEY = "sandbox-api-key"  # tests/conftest.py's sandbox accepts this key
 UNRETRIED = {"requests_per_minute": 0, "max_retries": 0}
 
 

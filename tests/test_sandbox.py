@@ -28,6 +28,7 @@ import requests
 
 from lucca_sandbox import (
     API_PATH,
+    DEFAULT_API_KEY,
     FAULT_KINDS,
     FaultSchedule,
     RateLimiter,
@@ -39,7 +40,7 @@ from lucca_sandbox import (
 from lucca_sandbox.__main__ import main
 from lucca_sandbox.process import SandboxProcess
 
-API_KEY = "sandbox-api-key"
+API_KEY = DEFAULT_API_KEY
 START = date(2025, 1, 1)
 END = date(2025, 12, 31)
 Params = dict[str, Any] | list[tuple[str, Any]]
@@ -1046,7 +1047,7 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[SandboxConfig]:
         (["--host", "0.0.0.0"], ["--allow-remote", "--api-key"]),
         (["--host", "0.0.0.0", "--allow-remote"], ["--api-key"]),
         (["--host", "0.0.0.0", "--api-key", "xyz"], ["--allow-remote"]),
-        (["--host", "0.0.0.0", "--allow-remote", "--api-key", "sandbox-api-key"], ["--api-key"]),
+        (["--host", "0.0.0.0", "--allow-remote", "--api-key", DEFAULT_API_KEY], ["--api-key"]),
     ],
 )
 def test_cli_refuses_a_public_bind_before_binding(

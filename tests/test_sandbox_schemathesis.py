@@ -37,10 +37,10 @@ import schemathesis
 import yaml
 from hypothesis import settings
 
-from lucca_sandbox import API_PATH, SandboxConfig, SandboxServer
+from lucca_sandbox import API_PATH, DEFAULT_API_KEY, SandboxConfig, SandboxServer
 
 SPEC = Path(__file__).parent / "spec" / "lucca-training-realized-trainings-v2.openapi.yaml"
-API_KEY = "sandbox-api-key"
+API_KEY = DEFAULT_API_KEY
 MAX_EXAMPLES = 40
 
 PROBLEM = {

@@ -182,7 +182,7 @@ class SandboxConfig:
     records: int = 2000
     start: date = date(2025, 1, 1)
     end: date = date(2025, 12, 31)
-    api_key: str = "sandbox-api-key"
+    api_key: str = DEFAULT_API_KEY
     bounds: str = "exclusive"
     requests_per_minute: int = 0
     faults: FaultSchedule | None = None
