@@ -19,7 +19,8 @@ class LuccaLockError(LuccaError):
 class LuccaStorageError(LuccaError):
     """Writing the local spool or the dataset failed.
 
-    ``phase`` is where: ``spool`` (local scratch disk), ``parts``, ``manifests`` or ``cleanup``.
+    ``phase`` is where: ``spool`` (local scratch disk), ``parts``, ``manifests`` or ``cleanup``
+    (files), ``commit`` (a Delta or Iceberg table: nothing of the run is visible then).
     ``committed_days`` are the days whose manifest is this run's when the error is raised (the
     others keep their previous manifest).
     """

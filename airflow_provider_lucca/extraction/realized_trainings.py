@@ -6,7 +6,6 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import TypedDict
@@ -14,18 +13,14 @@ from typing import TypedDict
 from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client import LuccaClient, LuccaResponseError
 from airflow_provider_lucca.client.client import Logger
-from airflow_provider_lucca.extraction.commit import (
-    ManifestFilters,
-    RunFields,
-    StagedPartition,
-    commit_partitions,
-    describe_local_file,
-)
+from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
 from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
-from airflow_provider_lucca.extraction.formats import PartFormat, get_format
+from airflow_provider_lucca.extraction.formats import get_format
 from airflow_provider_lucca.extraction.ledger import Repeats
-from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
+from airflow_provider_lucca.extraction.lock import LockPolicy
 from airflow_provider_lucca.extraction.scratch import scratch_directory
+from airflow_provider_lucca.extraction.sinks import DayRecords, OutputSink, RunGuard
+from airflow_provider_lucca.extraction.sinks.files import FilesSink
 from airflow_provider_lucca.extraction.spool import DaySpooler
 from airflow_provider_lucca.extraction.storage import StoragePath
 from airflow_provider_lucca.extraction.window import DateWindow
@@ -54,6 +49,8 @@ class ExtractionSummary(TypedDict):
     outside_window: int
     duplicates_dropped: int
     reads: int
+    #: The Delta version or Iceberg snapshot id the run committed; None for files.
+    table_version: int | None
     requests: int
     retries: int
     duration_seconds: float
@@ -100,41 +97,42 @@ class ExtractionRequest:
 def extract_realized_trainings(
     client: LuccaClient,
     request: ExtractionRequest,
-    output: StoragePath,
+    output: StoragePath | OutputSink,
     *,
     log: Logger,
     run_id: str | None = None,
     lock_policy: LockPolicy | None = None,
 ) -> ExtractionSummary:
-    """Stream the window from Lucca, stage daily part files locally, then commit every day.
+    """Stream the window from Lucca, spool it locally by day, then commit every day at once.
 
-    The run holds the dataset lock from before its first request to after its commit, so runs of
-    one dataset take turns. Nothing is written to ``output`` until a read of the window is
-    consistent (no record served twice, the count steady and matched by distinct records), so a
-    failed extraction never replaces a committed partition.
+    The run holds its sink's guard (the files' dataset lock) from before its first request to
+    after its commit. Nothing is written to the output until a read of the window is consistent
+    (no record served twice, the count steady and matched by distinct records), so a failed
+    extraction never replaces committed data.
 
-    :param output: the dataset root: an ``ObjectStoragePath``, or any :class:`StoragePath`.
+    :param output: a sink (:mod:`.sinks`), or a dataset root (an ``ObjectStoragePath`` or any
+        :class:`StoragePath`) for part files in ``request.file_format``.
+    :param lock_policy: the dataset lock's timeout and lease, for a dataset root.
     :return: a small summary for XCom (never the records).
     """
     started = time.monotonic()
-    part_format = get_format(request.file_format)
+    sink = (
+        output
+        if isinstance(output, OutputSink)
+        else FilesSink(output, get_format(request.file_format), lock_policy)
+    )
     extracted = request.extracted_window
     requests_before, retries_before = client.stats.requests, client.stats.retries
     token = uuid.uuid4().hex[:12]
-    lock = DatasetLock(output, token, run_id=run_id, policy=lock_policy or LockPolicy(), log=log)
-    with lock, scratch_directory(log) as workdir:
-        read = _read_consistently(client, request, workdir, log, started, lock)
+    with sink.guard(token, run_id, log) as guard, scratch_directory(log) as workdir:
+        read = _read_consistently(client, request, workdir, log, started, guard)
+        records = DayRecords(read.spooler, read.superseded() if read.repeats.moved else {})
         spooler = read.spooler
-        exclude = read.superseded() if read.repeats.moved else {}
-        staged = [
-            _stage_day(spooler, day, part_format, workdir, token, exclude.get(day, set()))
-            for day in extracted.days()
-        ]
         _check_count(read, request.fail_on_count_mismatch, log)
         extracted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest_fields: RunFields = {
             "dataset": DATASET,
-            "file_format": part_format.name,
+            "file_format": sink.file_format,
             "window": {
                 "from": extracted.start.isoformat(),
                 "until": extracted.end.isoformat(),
@@ -146,12 +144,14 @@ def extract_realized_trainings(
             "run": {"token": token, "run_id": run_id, "extracted_at": extracted_at},
             "provider_version": __version__,
         }
-        commit_partitions(output, staged, manifest_fields, lock=lock, log=log)
+        committed = sink.commit(
+            list(extracted.days()), records, manifest_fields, workdir=workdir, guard=guard, log=log
+        )
 
-    written = sum(partition.records for partition in staged)
+    written = sum(committed.counts.values())
     summary: ExtractionSummary = {
-        "output_path": str(output),
-        "file_format": part_format.name,
+        "output_path": sink.describe(),
+        "file_format": sink.file_format,
         "window": {
             "from": request.window.start.isoformat(),
             "until": request.window.end.isoformat(),
@@ -160,13 +160,14 @@ def extract_realized_trainings(
             "from": extracted.start.isoformat(),
             "until": extracted.end.isoformat(),
         },
-        "partitions": {partition.day.isoformat(): partition.records for partition in staged},
+        "partitions": {day.isoformat(): count for day, count in committed.counts.items()},
         "records": written,
         "received": spooler.stats.received,
         "reported_count": read.reported,
         "outside_window": spooler.stats.outside_window,
-        "duplicates_dropped": sum(partition.duplicates for partition in staged),
+        "duplicates_dropped": records.duplicates,
         "reads": read.number,
+        "table_version": committed.table_version,
         "requests": client.stats.requests - requests_before,
         "retries": client.stats.retries - retries_before,
         "duration_seconds": round(time.monotonic() - started, 3),
@@ -175,9 +176,9 @@ def extract_realized_trainings(
     log.info(
         "Committed %d records in %d daily partitions %s to %s (%d requests, %d retries, %.1f s)",
         written,
-        len(staged),
+        len(committed.counts),
         extracted,
-        output,
+        sink.describe(),
         summary["requests"],
         summary["retries"],
         summary["duration_seconds"],
@@ -234,7 +235,7 @@ def _read_consistently(
     workdir: str,
     log: Logger,
     started: float,
-    lock: DatasetLock,
+    lock: RunGuard,
 ) -> WindowRead:
     """Read the window until one read is consistent, at most ``1 + max_rereads`` times (one more
     with ``confirm_reads``, where a read counts only once a second read serves the same ids on
@@ -360,38 +361,3 @@ def _check_count(read: WindowRead, strict: bool, log: Logger) -> None:
             "(fail_on_count_mismatch=False would only warn)."
         )
     log.warning("%s; committing anyway because fail_on_count_mismatch=False.", message)
-
-
-def _stage_day(
-    spooler: DaySpooler,
-    day: date,
-    part_format: PartFormat,
-    workdir: str,
-    token: str,
-    exclude: set[bytes],
-) -> StagedPartition:
-    seen: set[bytes] = set(exclude)
-    duplicates = 0
-
-    def unique() -> Iterator[list[bytes]]:
-        # Batches of spool lines, deduplicated on the id prefix, for one write per batch.
-        nonlocal duplicates
-        for lines in spooler.read_lines(day):
-            batch: list[bytes] = []
-            for line in lines:
-                key, _, payload = line.partition(b"\t")
-                if key:
-                    if key in seen:
-                        duplicates += 1
-                        continue
-                    seen.add(key)
-                batch.append(payload)
-            yield batch
-
-    name = f"part-00000-{token}{part_format.extension}"
-    local_path = os.path.join(workdir, f"{day.isoformat()}-{name}")
-    records = part_format.write(unique(), local_path)
-    if records == 0:
-        os.unlink(local_path)
-        return StagedPartition(day, (), duplicates)
-    return StagedPartition(day, (describe_local_file(local_path, name, records),), duplicates)

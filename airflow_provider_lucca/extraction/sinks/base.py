@@ -1,0 +1,108 @@
+"""The contract between the extraction and an output sink."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol, runtime_checkable
+
+from airflow_provider_lucca.client.client import Logger
+from airflow_provider_lucca.extraction.commit import LockGuard, RunFields
+from airflow_provider_lucca.extraction.spool import DaySpooler
+
+#: What a run holds while it extracts, checked between requests and before every write: the
+#: files sink's dataset lock; a table sink's :class:`NoGuard` (the table's commit settles
+#: concurrent runs).
+RunGuard = LockGuard
+
+
+class NoGuard:
+    """The guard of sinks whose store settles concurrency itself."""
+
+    def __enter__(self) -> NoGuard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def check(self) -> None:
+        return None
+
+    def verify(self) -> None:
+        return None
+
+    def still_ours(self) -> bool:
+        return True
+
+
+@dataclass
+class DayRecords:
+    """The consistent read's records, day by day, each id once: what every sink stores.
+
+    ``exclude`` holds, per day, the ids of moved records to leave out (kept on the day they were
+    served on last); ``duplicates`` counts the repeats dropped so far (an id served twice on one
+    day is stored once).
+    """
+
+    spooler: DaySpooler
+    exclude: dict[date, set[bytes]] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def batches(self, day: date) -> Iterator[list[bytes]]:
+        """The day's records as batches of JSON texts (the spool's ~1 MB slices), deduplicated
+        on the id prefix of each spool line without parsing JSON."""
+        seen: set[bytes] = set(self.exclude.get(day, ()))
+        for lines in self.spooler.read_lines(day):
+            batch: list[bytes] = []
+            for line in lines:
+                key, _, payload = line.partition(b"\t")
+                if key:
+                    if key in seen:
+                        self.duplicates += 1
+                        continue
+                    seen.add(key)
+                batch.append(payload)
+            yield batch
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a sink committed: records per day of the window, and the table version it made."""
+
+    counts: dict[date, int]
+    #: The Delta version or Iceberg snapshot id of the run's commit; None for files.
+    table_version: int | None = None
+
+
+@runtime_checkable
+class OutputSink(Protocol):
+    """An output: a guard for the run, then one commit of every day of the extracted window."""
+
+    #: ``jsonl``, ``parquet``, ``delta`` or ``iceberg``: reported in the run's summary.
+    file_format: str
+
+    def describe(self) -> str:
+        """Where the records go, for logs and the summary (never a secret)."""
+        ...
+
+    def guard(
+        self, token: str, run_id: str | None, log: Logger
+    ) -> AbstractContextManager[RunGuard]:
+        """Held from before the run's first request to after its commit."""
+        ...
+
+    def commit(
+        self,
+        days: Sequence[date],
+        records: DayRecords,
+        fields: RunFields,
+        *,
+        workdir: str,
+        guard: RunGuard,
+        log: Logger,
+    ) -> Committed:
+        """Store every day of ``days`` (a day without records is emptied). Raises without
+        changing what readers see, or after a complete commit."""
+        ...
