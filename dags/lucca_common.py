@@ -5,6 +5,14 @@ DB or Variable lookup while parsing):
 
 - ``LUCCA_OUTPUT_PATH``: dataset root (``s3://aws_default@lake/lucca/realized_trainings``...);
   defaults to ``data/lucca/realized_trainings`` in this repository, so DAGs run locally as cloned.
+  With ``LUCCA_FILE_FORMAT=delta`` it is the Delta table's root; not used with ``iceberg``.
+- ``LUCCA_FILE_FORMAT``: ``jsonl`` (default) or ``parquet`` (files with manifests), ``delta`` or
+  ``iceberg`` (a table, one atomic commit per run). Any other value fails when the DAGs are
+  parsed.
+- ``LUCCA_ICEBERG_TABLE``: the Iceberg table, ``namespace.table`` (default
+  ``lucca.realized_trainings``), created on first run; only with ``iceberg``.
+- ``LUCCA_ICEBERG_CONN_ID``: the connection describing the Iceberg catalog (default
+  ``iceberg_default``, README "Tables"); only with ``iceberg``.
 - ``LUCCA_CONN_ID``: the Lucca connection (default ``lucca_default``).
 - ``LUCCA_POOL``: the Airflow pool that serialises calls to one tenant (default ``lucca_api``).
 - ``LUCCA_START_DATE`` / ``LUCCA_CATCHUP``: first day and catchup of the daily DAG.
@@ -18,16 +26,37 @@ from pathlib import Path
 
 from airflow.sdk import Asset
 
-from airflow_provider_lucca.operators.realized_trainings import asset_uri
+from airflow_provider_lucca.operators.realized_trainings import FILE_FORMATS, asset_uri
+from airflow_provider_lucca.operators.table_sinks import iceberg_asset_uri
+
+#: The formats whose output is a table (one commit per run) rather than files with manifests.
+TABLE_FORMATS = ("delta", "iceberg")
 
 DEFAULT_OUTPUT = (
     Path(__file__).resolve().parents[1] / "data" / "lucca" / "realized_trainings"
 ).as_uri()
 OUTPUT_PATH = os.environ.get("LUCCA_OUTPUT_PATH") or DEFAULT_OUTPUT
+FILE_FORMAT = (os.environ.get("LUCCA_FILE_FORMAT") or "jsonl").strip().lower()
+if FILE_FORMAT not in FILE_FORMATS:
+    # Here rather than in the operator, so the message names the setting the user got wrong.
+    raise ValueError(
+        f"Invalid LUCCA_FILE_FORMAT={os.environ.get('LUCCA_FILE_FORMAT')!r}: expected one of "
+        + ", ".join(FILE_FORMATS)
+        + "."
+    )
+ICEBERG_TABLE = os.environ.get("LUCCA_ICEBERG_TABLE") or "lucca.realized_trainings"
+ICEBERG_CONN_ID = os.environ.get("LUCCA_ICEBERG_CONN_ID") or "iceberg_default"
 LUCCA_CONN_ID = os.environ.get("LUCCA_CONN_ID", "lucca_default")
 LUCCA_POOL = os.environ.get("LUCCA_POOL", "lucca_api")
 START_DATE = date.fromisoformat(os.environ.get("LUCCA_START_DATE", "2025-01-01"))
 CATCHUP = os.environ.get("LUCCA_CATCHUP", "true").strip().lower() in ("1", "true", "yes")
 TIMEZONE = "Europe/Paris"
 
-REALIZED_TRAININGS = Asset(name="lucca_realized_trainings", uri=asset_uri(OUTPUT_PATH))
+REALIZED_TRAININGS = Asset(
+    name="lucca_realized_trainings",
+    uri=(
+        iceberg_asset_uri(ICEBERG_CONN_ID, ICEBERG_TABLE)
+        if FILE_FORMAT == "iceberg"
+        else asset_uri(OUTPUT_PATH)
+    ),
+)
