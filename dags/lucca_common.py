@@ -52,6 +52,14 @@ START_DATE = date.fromisoformat(os.environ.get("LUCCA_START_DATE", "2025-01-01")
 CATCHUP = os.environ.get("LUCCA_CATCHUP", "true").strip().lower() in ("1", "true", "yes")
 TIMEZONE = "Europe/Paris"
 
+#: Where the extract task writes: ``RealizedTrainingsOperator(**OUTPUT_TARGET)``. An Iceberg table
+#: takes its location from its catalog, so the operator gets no ``output_path`` then.
+OUTPUT_TARGET: dict[str, str] = (
+    {"file_format": FILE_FORMAT, "iceberg_table": ICEBERG_TABLE, "iceberg_conn_id": ICEBERG_CONN_ID}
+    if FILE_FORMAT == "iceberg"
+    else {"file_format": FILE_FORMAT, "output_path": OUTPUT_PATH}
+)
+
 REALIZED_TRAININGS = Asset(
     name="lucca_realized_trainings",
     uri=(

@@ -24,7 +24,7 @@ from lucca_common import (
     CATCHUP,
     LUCCA_CONN_ID,
     LUCCA_POOL,
-    OUTPUT_PATH,
+    OUTPUT_TARGET,
     REALIZED_TRAININGS,
     START_DATE,
     TIMEZONE,
@@ -49,7 +49,7 @@ def lucca_realized_trainings_daily() -> None:
     extract = RealizedTrainingsOperator(
         task_id="extract",
         lucca_conn_id=LUCCA_CONN_ID,
-        output_path=OUTPUT_PATH,
+        **OUTPUT_TARGET,
         lookback_days=7,
         pool=LUCCA_POOL,
         outlets=[REALIZED_TRAININGS],

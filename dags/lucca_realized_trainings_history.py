@@ -18,7 +18,7 @@ from airflow.sdk import Param, dag
 from lucca_common import (
     LUCCA_CONN_ID,
     LUCCA_POOL,
-    OUTPUT_PATH,
+    OUTPUT_TARGET,
     REALIZED_TRAININGS,
     TIMEZONE,
 )
@@ -45,7 +45,7 @@ def lucca_realized_trainings_history() -> None:
     extract = RealizedTrainingsOperator(
         task_id="extract",
         lucca_conn_id=LUCCA_CONN_ID,
-        output_path=OUTPUT_PATH,
+        **OUTPUT_TARGET,
         session_end_from="{{ params['from'] }}",
         session_end_until="{{ params['until'] }}",
         pool=LUCCA_POOL,
