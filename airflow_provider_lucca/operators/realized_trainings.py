@@ -25,8 +25,19 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionSummary,
     extract_realized_trainings,
 )
+from airflow_provider_lucca.extraction.sinks import OutputSink
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.hooks.lucca import LuccaHook
+from airflow_provider_lucca.operators.table_sinks import (
+    DEFAULT_ICEBERG_CONN_ID,
+    delta_sink,
+    iceberg_asset_uri,
+    iceberg_sink,
+    validate_table_identifier,
+)
+
+#: Files with manifests, then the open table formats.
+FILE_FORMATS = ("jsonl", "parquet", "delta", "iceberg")
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -39,8 +50,9 @@ class RealizedTrainingsOperator(BaseOperator):
     re-runs and backfills are idempotent; see the README for the layout and manifest schema.
 
     :param output_path: dataset root for ``ObjectStoragePath``, e.g.
-        ``s3://aws_default@lake/lucca/realized_trainings`` or ``file:///data/lucca/realized``.
-        (templated)
+        ``s3://aws_default@lake/lucca/realized_trainings`` or ``file:///data/lucca/realized``;
+        with ``file_format="delta"``, the Delta table's root (the connection in the URL gives
+        delta-rs its credentials). Not used with ``"iceberg"``. (templated)
     :param lucca_conn_id: the ``lucca`` connection. (templated)
     :param session_end_from: first day of the window on ``sessionEndsOn``, included; a date or
         ``YYYY-MM-DD``. Omit both bounds to use the run's data interval, in the DAG's timezone.
@@ -50,8 +62,12 @@ class RealizedTrainingsOperator(BaseOperator):
     :param has_attended: True / False to filter on attendance, None for all. (templated)
     :param training_ids: training ids to keep. (templated)
     :param lookback_days: also refresh the N days before the window, where late CSV imports land.
-    :param file_format: ``"jsonl"`` (gzip JSON lines, records as received) or ``"parquet"``
-        (typed columns; needs the ``parquet`` extra).
+    :param file_format: ``"jsonl"`` (gzip JSON lines, records as received), ``"parquet"``
+        (typed columns; the ``parquet`` extra): files with manifests; ``"delta"`` or
+        ``"iceberg"`` (the ``delta`` / ``iceberg`` extras): a table, one atomic commit per run.
+    :param iceberg_table: ``namespace.table`` in the Iceberg catalog, created on first run.
+        (templated)
+    :param iceberg_conn_id: the connection describing the Iceberg catalog (README "Tables").
     :param fail_on_count_mismatch: fail when the records received differ from the API's count.
     :param max_window_days: the longest window a run may extract, lookback included.
     :param max_rereads: read the window again, at most this many times, when a read shows that
@@ -64,6 +80,7 @@ class RealizedTrainingsOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "output_path",
+        "iceberg_table",
         "lucca_conn_id",
         "session_end_from",
         "session_end_until",
@@ -76,7 +93,7 @@ class RealizedTrainingsOperator(BaseOperator):
     def __init__(
         self,
         *,
-        output_path: str,
+        output_path: str | None = None,
         lucca_conn_id: str = LuccaHook.default_conn_name,
         session_end_from: str | date | None = None,
         session_end_until: str | date | None = None,
@@ -91,15 +108,25 @@ class RealizedTrainingsOperator(BaseOperator):
         confirm_reads: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_lease: float = DEFAULT_LOCK_LEASE,
+        iceberg_table: str | None = None,
+        iceberg_conn_id: str = DEFAULT_ICEBERG_CONN_ID,
         **kwargs: Any,
     ) -> None:
         # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
         # checked now, the rest again after rendering.
-        url = None if _is_template(output_path) else storage_url(output_path)
-        if "outlets" not in kwargs and url is not None:
-            kwargs["outlets"] = [Asset(_asset_uri_of(url))]
+        if file_format not in FILE_FORMATS:
+            raise LuccaConfigError(
+                f"Invalid file_format={file_format!r}: expected one of "
+                + ", ".join(repr(name) for name in FILE_FORMATS)
+                + "."
+            )
+        asset = self._check_target(file_format, output_path, iceberg_table, iceberg_conn_id)
+        if "outlets" not in kwargs and asset is not None:
+            kwargs["outlets"] = [Asset(asset)]
         super().__init__(**kwargs)
         self.output_path = output_path
+        self.iceberg_table = iceberg_table
+        self.iceberg_conn_id = iceberg_conn_id
         self.lucca_conn_id = lucca_conn_id
         self.session_end_from = session_end_from
         self.session_end_until = session_end_until
@@ -129,27 +156,52 @@ class RealizedTrainingsOperator(BaseOperator):
                 raise LuccaConfigError(f"Invalid {name}={flag!r}: expected True or False.")
         self.confirm_reads = confirm_reads
         self.lock_policy = LockPolicy(timeout=lock_timeout, lease=lock_lease)
-        if file_format not in ("jsonl", "parquet"):
-            raise LuccaConfigError(
-                f"Invalid file_format={file_format!r}: expected 'jsonl' or 'parquet'."
-            )
         self._validate(rendered=False)
+
+    @staticmethod
+    def _check_target(
+        file_format: str,
+        output_path: str | None,
+        iceberg_table: str | None,
+        iceberg_conn_id: str,
+    ) -> str | None:
+        """Check where the records go; return the Asset URI of the output, when known yet."""
+        if file_format == "iceberg":
+            if output_path is not None:
+                raise LuccaConfigError(
+                    "output_path is not used with file_format='iceberg': the table's location "
+                    "comes from its catalog (iceberg_conn_id); remove output_path."
+                )
+            if _is_template(iceberg_table):
+                return None
+            table = validate_table_identifier(iceberg_table)
+            return iceberg_asset_uri(iceberg_conn_id, table)
+        if iceberg_table is not None:
+            raise LuccaConfigError(
+                f"iceberg_table is only used with file_format='iceberg' (not {file_format!r})."
+            )
+        if _is_template(output_path):
+            return None
+        return _asset_uri_of(storage_url(output_path))
 
     @cached_property
     def hook(self) -> LuccaHook:
         return LuccaHook(lucca_conn_id=self.lucca_conn_id)
 
     def execute(self, context: Context) -> ExtractionSummary:
-        output = ObjectStoragePath(storage_url(self.output_path))  # rendered by now
+        self._check_target(
+            self.file_format, self.output_path, self.iceberg_table, self.iceberg_conn_id
+        )  # rendered by now
         request = self._validate(rendered=True, context=context)
         assert request is not None  # rendered, with a context: always a full request
         self.log.info(
             "Extracting realized trainings %s (lookback %d days) to %s as %s",
             request.window,
             request.lookback_days,
-            output,
+            self.iceberg_table or self.output_path,
             self.file_format,
         )
+        output = self._output()
         try:
             return extract_realized_trainings(
                 self.hook.client,
@@ -161,6 +213,18 @@ class RealizedTrainingsOperator(BaseOperator):
             )
         finally:
             self.hook.close()
+
+    def _output(self) -> ObjectStoragePath | OutputSink:
+        """The dataset root for files, or the table sink (built only now: it may read
+        connections, which a DAG file must not do when it is parsed)."""
+        if self.file_format == "iceberg":
+            assert self.iceberg_table is not None  # _check_target
+            return iceberg_sink(self.iceberg_conn_id, self.iceberg_table)
+        url = storage_url(self.output_path)
+        refuse_other_layout(ObjectStoragePath(url), self.file_format)
+        if self.file_format == "delta":
+            return delta_sink(url)
+        return ObjectStoragePath(url)
 
     def _validate(
         self, *, rendered: bool, context: Context | None = None
@@ -315,6 +379,26 @@ def storage_url(output_path: object) -> str:
 def asset_uri(output_path: str) -> str:
     """The dataset's Asset URI: the storage URL without the connection id (``s3://conn@b/k``)."""
     return _asset_uri_of(storage_url(output_path))
+
+
+def refuse_other_layout(root: ObjectStoragePath, file_format: str) -> None:
+    """Refuse an ``output_path`` that holds the other layout, before any request.
+
+    Files and a Delta table use the same ``session_end_on=`` directories. Delta's ``vacuum``
+    deletes every file its log does not list, and the files' sweep every file no manifest lists:
+    pointed at each other's root by a typo, each would destroy the other's data.
+    """
+    is_table = (root / "_delta_log").exists()
+    if file_format == "delta" and not is_table and root.exists() and any(root.iterdir()):
+        raise LuccaConfigError(
+            f"Invalid output_path={str(root)!r} for file_format='delta': the directory is not "
+            "empty and holds no Delta table (no _delta_log); give the table a path of its own."
+        )
+    if file_format != "delta" and is_table:
+        raise LuccaConfigError(
+            f"Invalid output_path={str(root)!r} for file_format={file_format!r}: it holds a "
+            "Delta table (_delta_log); use file_format='delta' or another path."
+        )
 
 
 def _asset_uri_of(url: str) -> str:

@@ -14,7 +14,7 @@ from airflow_provider_lucca.extraction.lock import (
     validate_seconds,
 )
 from airflow_provider_lucca.extraction.sweep import sweep_unlisted
-from airflow_provider_lucca.operators.realized_trainings import storage_url
+from airflow_provider_lucca.operators.realized_trainings import refuse_other_layout, storage_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -67,6 +67,9 @@ class RealizedTrainingsSweepOperator(BaseOperator):
 
     def execute(self, context: Context) -> SweepSummary:
         base = ObjectStoragePath(storage_url(self.output_path))
+        # A Delta table's data files are listed by its log, not by manifests: the sweep would
+        # delete them all.
+        refuse_other_layout(base, "jsonl")
         result = sweep_unlisted(
             base,
             older_than_seconds=self.older_than_hours * 3600,

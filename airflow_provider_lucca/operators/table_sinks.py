@@ -7,10 +7,19 @@ The options hold credentials: they go to delta-rs only, never into a log, an XCo
 from __future__ import annotations
 
 import json
+import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
-from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
+
+if TYPE_CHECKING:
+    from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
+    from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
+
+DEFAULT_ICEBERG_CONN_ID = "iceberg_default"
+#: ``namespace.table`` (namespaces may nest: ``lake.hr.realized_trainings``), plain identifiers.
+_TABLE_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 S3_SCHEMES = ("s3", "s3a")
 GCS_SCHEMES = ("gs", "gcs")
@@ -19,8 +28,30 @@ AZURE_SCHEMES = ("abfs", "abfss", "az", "adl")
 
 def delta_sink(url: str) -> DeltaSink:
     """The Delta sink of an ``output_path`` URL (already checked by ``storage_url``)."""
+    from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
+
     uri, options = delta_location(url)
     return DeltaSink(uri, options)
+
+
+def validate_table_identifier(value: object) -> str:
+    """``namespace.table``, checked when the DAG is parsed."""
+    if not isinstance(value, str) or not _TABLE_IDENTIFIER.fullmatch(value.strip()):
+        raise LuccaConfigError(
+            f"Invalid iceberg_table={value!r}: expected namespace.table, e.g. "
+            "'lucca.realized_trainings' (letters, digits and underscores)."
+        )
+    return value.strip()
+
+
+def iceberg_asset_uri(conn_id: str, table: str) -> str:
+    """The Asset URI of an Iceberg table: its catalog connection and its identifier."""
+    return f"iceberg://{conn_id}/{table.replace('.', '/')}"
+
+
+def iceberg_sink(conn_id: str, table: str) -> IcebergSink:
+    """The Iceberg sink of ``table`` in the catalog that connection ``conn_id`` describes."""
+    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
 
 
 def delta_location(url: str) -> tuple[str, dict[str, str]]:
