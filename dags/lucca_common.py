@@ -1,11 +1,12 @@
-"""Settings shared by the example Lucca DAGs (this file defines no DAG).
+"""Settings shared by the example Lucca DAGs, and how their tasks read a table (defines no DAG).
 
 Everything a deployment changes comes from the environment, read once at parse time (no metadata
 DB or Variable lookup while parsing):
 
 - ``LUCCA_OUTPUT_PATH``: dataset root (``s3://aws_default@lake/lucca/realized_trainings``...);
   defaults to ``data/lucca/realized_trainings`` in this repository, so DAGs run locally as cloned.
-  With ``LUCCA_FILE_FORMAT=delta`` it is the Delta table's root; not used with ``iceberg``.
+  With ``LUCCA_FILE_FORMAT=delta`` it is the Delta table's root (a path of its own: files and a
+  table never share one); with ``iceberg`` only the derived reports go there.
 - ``LUCCA_FILE_FORMAT``: ``jsonl`` (default) or ``parquet`` (files with manifests), ``delta`` or
   ``iceberg`` (a table, one atomic commit per run). Any other value fails when the DAGs are
   parsed.
@@ -23,11 +24,17 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset
 
-from airflow_provider_lucca.operators.realized_trainings import FILE_FORMATS, asset_uri
-from airflow_provider_lucca.operators.table_sinks import iceberg_asset_uri
+from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
+from airflow_provider_lucca.operators.realized_trainings import (
+    FILE_FORMATS,
+    asset_uri,
+    storage_url,
+)
+from airflow_provider_lucca.operators.table_sinks import delta_location, iceberg_asset_uri
 
 #: The formats whose output is a table (one commit per run) rather than files with manifests.
 TABLE_FORMATS = ("delta", "iceberg")
@@ -68,3 +75,36 @@ REALIZED_TRAININGS = Asset(
         else asset_uri(OUTPUT_PATH)
     ),
 )
+
+
+def read_table(first: date, last: date, columns: list[str], version: int | None = None) -> Any:
+    """The rows of days ``[first, last]`` of the configured table, as a ``pyarrow.Table``.
+
+    :param version: the Delta version or Iceberg snapshot id to read (time travel), else the
+        latest: a run's own commit reads the same whatever committed since.
+    """
+    import pyarrow.dataset as ds
+
+    if FILE_FORMAT == "delta":
+        import deltalake
+
+        uri, options = delta_location(storage_url(OUTPUT_PATH))
+        table = deltalake.DeltaTable(uri, version=version, storage_options=options)
+        day = ds.field(PARTITION_COLUMN)
+        return table.to_pyarrow_table(columns=columns, filters=(day >= first) & (day <= last))
+    raise NotImplementedError(f"LUCCA_FILE_FORMAT={FILE_FORMAT!r} is not a table format")
+
+
+def table_commits() -> list[dict[str, Any]]:
+    """The table's history, newest first: each commit's ``version`` (Delta version, Iceberg
+    snapshot id) and the run metadata the extract wrote with it (``lucca.*``: window, filters,
+    counts, run id). Commits made by others (maintenance) are listed too, without ``lucca.*``.
+    Only the history the table still keeps: trimming it (Delta log cleanup, Iceberg snapshot
+    expiry) drops the oldest commits."""
+    if FILE_FORMAT == "delta":
+        import deltalake
+
+        uri, options = delta_location(storage_url(OUTPUT_PATH))
+        history: list[dict[str, Any]] = deltalake.DeltaTable(uri, storage_options=options).history()
+        return history
+    raise NotImplementedError(f"LUCCA_FILE_FORMAT={FILE_FORMAT!r} is not a table format")

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 
 from airflow.sdk import ObjectStoragePath, task
-from lucca_common import LUCCA_POOL
+from lucca_common import LUCCA_POOL, TABLE_FORMATS, read_table, table_commits
 
 from airflow_provider_lucca.extraction.commit import read_manifest
 from airflow_provider_lucca.extraction.reader import verify_partition
 from airflow_provider_lucca.extraction.realized_trainings import ExtractionSummary
+from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
 
 
 # verify reads the files that an extract replaces: in the same one-slot pool as the extracts, no
 # read ever overlaps a commit, backfills with several active runs included.
 @task(pool=LUCCA_POOL)
 def verify(summary: ExtractionSummary) -> ExtractionSummary:
-    """Read every partition the extraction committed back through its manifest and checksums.
+    """Read every partition the extraction committed back through its manifest and checksums,
+    or the table at the version the extraction committed.
 
     A day that a later run has committed since (its lookback overlaps this window) is checked
     for integrity, but its count is that run's, not this one's.
     """
+    if summary["file_format"] in TABLE_FORMATS:
+        return verify_table(summary)
     base = ObjectStoragePath(summary["output_path"])
     replaced = []
     for text, records in summary["partitions"].items():
@@ -36,5 +41,37 @@ def verify(summary: ExtractionSummary) -> ExtractionSummary:
     print(
         f"Verified {len(summary['partitions'])} partitions, checksums match"
         + (f"; {len(replaced)} since re-committed by a later run: {replaced}" if replaced else "")
+    )
+    return summary
+
+
+def verify_table(summary: ExtractionSummary) -> ExtractionSummary:
+    """The table's version ``table_version`` is this run's commit, and holds on each day of the
+    extracted window the records the run counted. Read at that version (time travel), a later
+    run's commit changes nothing here."""
+    version = summary["table_version"]
+    if version is None:
+        raise ValueError(f"The {summary['file_format']} extraction committed no table version.")
+    ours = [commit for commit in table_commits() if commit["version"] == version]
+    if not ours or ours[0].get("lucca.run_token") != summary["run_token"]:
+        raise ValueError(
+            f"Version {version} of the table is not the commit of run {summary['run_token']}."
+        )
+    first = date.fromisoformat(summary["extracted_window"]["from"])
+    last = date.fromisoformat(max(summary["partitions"]))
+    rows = read_table(first, last, [PARTITION_COLUMN], version=version)
+    counts = Counter(day.isoformat() for day in rows.column(PARTITION_COLUMN).to_pylist())
+    wrong = {
+        day: (counts.get(day, 0), records)
+        for day, records in summary["partitions"].items()
+        if counts.get(day, 0) != records
+    }
+    if wrong:
+        raise ValueError(
+            f"Version {version}: records on the table vs the extraction summary, by day: {wrong}."
+        )
+    print(
+        f"Verified version {version} of the {summary['file_format']} table: "
+        f"{len(summary['partitions'])} days, {sum(counts.values())} records, as committed"
     )
     return summary
