@@ -11,7 +11,8 @@ EXTRAS := --extra s3 --extra parquet --extra delta --extra iceberg
 .PHONY: help venv demo test test-fast lint format bench airflow clean system-packages
 
 help:
-	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files)"
+	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files;"
+	@echo "               FORMAT=delta or FORMAT=iceberg: a local table, and its history)"
 	@echo "make test    - lint + the whole test suite"
 	@echo "make test-fast - unit and contract tests only (no slow, e2e or browser test), no lint"
 	@echo "make airflow - a local Airflow (UI, scheduler) wired to the sandbox"
@@ -49,7 +50,7 @@ test-fast: venv
 	$(RUN)pytest -m "not slow and not e2e and not browser" $(PYTEST_ARGS)
 
 demo: venv
-	$(RUN)python scripts/demo.py
+	$(RUN)python scripts/demo.py $(if $(FORMAT),--format $(FORMAT))
 
 bench: venv
 	$(RUN)python bench/run.py

@@ -7,6 +7,11 @@
 4. print the partitions, the report and the requests made; stop what it started.
 
 A second run re-extracts the same windows and leaves the same data: the commits are idempotent.
+
+``--format delta`` (``make demo FORMAT=delta``) writes a Delta table under
+data/demo/lake/lucca/realized_trainings_delta instead, ``--format iceberg`` an Iceberg table in a
+SQLite catalog with its warehouse under data/demo/iceberg; both print the table's history, where
+each run's commit carries its window, counts and run id.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from local_airflow import (
     ROOT,
@@ -30,6 +37,9 @@ from local_airflow import (
 )
 
 DEMO_DIR = Path(os.environ.get("LUCCA_DEMO_DIR") or ROOT / "data" / "demo")
+#: ``--format`` values: the DAGs' LUCCA_FILE_FORMAT (dags/lucca_common.py).
+FORMATS = ("jsonl", "parquet", "delta", "iceberg")
+ICEBERG_TABLE = "lucca.realized_trainings"
 HISTORY = (date(2025, 1, 1), date(2025, 4, 1))
 DAILY_DAYS = [date(2025, 4, 1), date(2025, 4, 2), date(2025, 4, 3)]
 SANDBOX_RPM = 600
@@ -46,9 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-from", type=date.fromisoformat, default=HISTORY[0])
     parser.add_argument("--history-until", type=date.fromisoformat, default=HISTORY[1])
     parser.add_argument("--daily-days", type=int, default=len(DAILY_DAYS))
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="jsonl (default) or parquet files with manifests, or a delta / iceberg table",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    output = DEMO_DIR / "lake" / "lucca" / "realized_trainings"
+    # Files and a table never share a root; each format has its own.
+    name = "realized_trainings" + ("" if args.format == "jsonl" else f"_{args.format}")
+    output = DEMO_DIR / "lake" / "lucca" / name
+    settings = {"LUCCA_FILE_FORMAT": args.format}
+    if args.format == "iceberg":
+        settings |= iceberg_settings(DEMO_DIR / "iceberg")
     conn = os.environ.get("AIRFLOW_CONN_LUCCA_DEFAULT") or real_account_connection()
 
     from lucca_sandbox.process import SandboxProcess
@@ -69,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    listening on {sandbox.url}")
         else:
             print("Using the Lucca connection from the environment (your account).")
-        env = airflow_env(DEMO_DIR / "airflow_home", output.as_uri(), conn)
+        env = airflow_env(DEMO_DIR / "airflow_home", output.as_uri(), conn, **settings)
         step(f"Preparing Airflow's metadata DB in {DEMO_DIR / 'airflow_home'}")
         prepare_metadata_db(env)
 
@@ -81,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dags(env, ["daily", *(day.isoformat() for day in days)])
 
         step("What was written")
-        print_partitions(output)
+        if args.format == "delta":
+            print_delta_table(output)
+        elif args.format == "iceberg":
+            print_iceberg_table(env)
+        else:
+            print_partitions(output)
         print_report(output)
         if sandbox is not None:
             stats = sandbox.stats()
@@ -124,6 +150,61 @@ def print_partitions(output: Path) -> None:
     sample = next(output.glob("session_end_on=*/_manifest.json"), None)
     if sample:
         print(f"Example manifest: {sample}")
+
+
+def iceberg_settings(home: Path) -> dict[str, str]:
+    """The demo's Iceberg catalog: SQLite, its warehouse on local disk, both under ``home``."""
+    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
+
+
+def print_records_by_month(title: str, days: list[date]) -> None:
+    """Days holding records and records per month, from the ``session_end_on`` of every row."""
+    by_month: dict[str, Counter[date]] = {}
+    for day in days:
+        by_month.setdefault(f"{day:%Y-%m}", Counter())[day] += 1
+    print(title)
+    print(f"    {'month':<8} {'days':>5} {'records':>8}")
+    for month, counts in sorted(by_month.items()):
+        print(f"    {month:<8} {len(counts):>5} {counts.total():>8}")
+    total_days = sum(len(counts) for counts in by_month.values())
+    print(f"    {'total':<8} {total_days:>5} {len(days):>8}")
+
+
+def print_history(title: str, commits: list[dict[str, Any]]) -> None:
+    """One line per commit, newest first, then the run metadata of the latest run's commit."""
+    print(f"\n{title}")
+    width = max([len("version"), *(len(str(commit["version"])) for commit in commits)])
+    print(f"    {'version':>{width}}  {'operation':<10} {'window':<24} {'records':>7}  run")
+    for commit in commits:
+        window = (
+            f"[{commit['lucca.window_from']}, {commit['lucca.window_until']})"
+            if "lucca.window_from" in commit
+            else ""
+        )
+        print(
+            f"    {commit['version']:>{width}}  {commit['operation']:<10} {window:<24} "
+            f"{commit.get('lucca.records', ''):>7}  {commit.get('lucca.run_id', '')}"
+        )
+    latest = next((commit for commit in commits if "lucca.run_token" in commit), None)
+    if latest is not None:
+        print(f"Run metadata of version {latest['version']}:")
+        for key, value in sorted(latest.items()):
+            if key.startswith("lucca."):
+                print(f"    {key:<24} {value}")
+
+
+def print_delta_table(output: Path) -> None:
+    import deltalake
+
+    table = deltalake.DeltaTable(str(output))
+    days = table.to_pyarrow_table(columns=["session_end_on"]).column(0).to_pylist()
+    print_records_by_month(f"Delta table {output}, version {table.version()}:", days)
+    commits = [{**entry, "operation": entry.get("operation", "")} for entry in table.history()]
+    print_history("Table history (DeltaTable.history(), DESCRIBE HISTORY), newest first:", commits)
+
+
+def print_iceberg_table(env: dict[str, str]) -> None:
+    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
 
 
 def print_report(output: Path) -> None:
