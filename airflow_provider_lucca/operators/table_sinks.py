@@ -1,7 +1,9 @@
 """Table sinks built from operator parameters: the Airflow connection in a Delta table's URL
-becomes delta-rs storage options, as ``ObjectStoragePath`` resolves it for the files formats.
+becomes delta-rs storage options, as ``ObjectStoragePath`` resolves it for the files formats; an
+Iceberg catalog connection becomes pyiceberg catalog properties.
 
-The options hold credentials: they go to delta-rs only, never into a log, an XCom or an error.
+The options hold credentials: they go to delta-rs / pyiceberg only, never into a log, an XCom or
+an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from urllib.parse import urlsplit
 from airflow_provider_lucca.client.errors import LuccaConfigError
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
     from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
 
@@ -50,8 +54,150 @@ def iceberg_asset_uri(conn_id: str, table: str) -> str:
 
 
 def iceberg_sink(conn_id: str, table: str) -> IcebergSink:
-    """The Iceberg sink of ``table`` in the catalog that connection ``conn_id`` describes."""
-    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
+    """The Iceberg sink of ``table`` in the catalog that connection ``conn_id`` describes (see
+    :func:`iceberg_catalog_properties`); the catalog is named after the connection."""
+    from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
+
+    properties = iceberg_catalog_properties(conn_id)
+
+    def load() -> Catalog:
+        from pyiceberg.catalog import load_catalog
+
+        try:
+            return load_catalog(conn_id, **properties)
+        except Exception as first:
+            # Two first runs at once race on the SQL catalog's own tables: once more finds them.
+            try:
+                return load_catalog(conn_id, **properties)
+            except Exception:
+                raise LuccaConfigError(
+                    f"The Iceberg catalog of connection {conn_id!r} could not be loaded "
+                    f"({type(first).__name__}: {_redacted(str(first), properties)}). "
+                    f"{ICEBERG_CONNECTION_FORM}"
+                ) from first
+
+    return IcebergSink(load, table, catalog_name=conn_id)
+
+
+#: What an Iceberg catalog connection looks like, for error messages (no values of the user's).
+ICEBERG_CONNECTION_FORM = (
+    "Expected the pyiceberg catalog properties as the connection's extra JSON, e.g. "
+    '{"type": "sql", "uri": "sqlite:////data/iceberg/catalog.db", "warehouse": '
+    '"s3://lake/iceberg", "aws_conn_id": "aws_default"}, or {"type": "rest", "warehouse": '
+    '"..."} with the REST catalog URL as host and its client id / secret as login / password.'
+)
+
+
+def iceberg_catalog_properties(conn_id: str) -> dict[str, str]:
+    """pyiceberg catalog properties from an Airflow connection.
+
+    - the extra JSON holds the properties as pyiceberg names them (``type``: ``sql``, ``rest``,
+      ``glue``...; ``uri``, ``warehouse``, ``s3.*``, ``credential``...);
+    - the host, when set and the extra has no ``uri``, is the catalog's URI (a REST catalog's
+      URL: ``https://`` is assumed without a scheme; the port and schema join it);
+    - login / password are a REST catalog's OAuth client id and secret (``credential``), a
+      password alone its bearer ``token``;
+    - extra ``aws_conn_id`` names an Amazon connection whose credentials (resolved by the
+      Amazon provider: keys, assumed role, profile...), region and endpoint (MinIO and other
+      S3-compatible stores) become the ``s3.*`` properties, unless the extra sets them itself.
+
+    The properties hold credentials: they are never logged, nor put into an error message.
+    """
+    from airflow.sdk import BaseHook
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise LuccaConfigError(
+            f"The Iceberg catalog connection {conn_id!r} could not be read "
+            f"({type(exc).__name__}). {ICEBERG_CONNECTION_FORM}"
+        ) from exc
+    raw = connection.extra
+    try:
+        extra = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise LuccaConfigError(
+            f"The extra of connection {conn_id!r} is not valid JSON. {ICEBERG_CONNECTION_FORM}"
+        ) from exc
+    if not isinstance(extra, dict):
+        raise LuccaConfigError(
+            f"The extra of connection {conn_id!r} is not a JSON object. {ICEBERG_CONNECTION_FORM}"
+        )
+    aws_conn_id = extra.pop("aws_conn_id", None)
+    properties: dict[str, str] = {}
+    for key, value in extra.items():
+        if isinstance(value, bool):
+            properties[key] = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            properties[key] = str(value)
+        elif value is not None:
+            raise LuccaConfigError(
+                f"The extra of connection {conn_id!r} has a {type(value).__name__} under "
+                f"{key!r}: pyiceberg catalog properties are strings, numbers or booleans. "
+                f"{ICEBERG_CONNECTION_FORM}"
+            )
+    if connection.host and "uri" not in properties:
+        properties["uri"] = _catalog_uri(connection.host, connection.port, connection.schema)
+    if "type" not in properties and "uri" not in properties:
+        raise LuccaConfigError(
+            f"Connection {conn_id!r} does not describe an Iceberg catalog: it has neither a "
+            f"'type' nor a 'uri' (or host). {ICEBERG_CONNECTION_FORM}"
+        )
+    if _is_rest(properties):
+        if connection.login and connection.password and "credential" not in properties:
+            properties["credential"] = f"{connection.login}:{connection.password}"
+        elif connection.password and not connection.login and "token" not in properties:
+            properties["token"] = connection.password
+    if aws_conn_id is not None:
+        if not isinstance(aws_conn_id, str) or not aws_conn_id:
+            raise LuccaConfigError(
+                f"The extra of connection {conn_id!r} has an invalid 'aws_conn_id': expected the "
+                "id of an Amazon Web Services connection."
+            )
+        for key, value in _aws_iceberg_properties(aws_conn_id).items():
+            properties.setdefault(key, value)
+    return properties
+
+
+def _catalog_uri(host: str, port: int | None, schema: str | None) -> str:
+    if "://" in host:
+        return host.rstrip("/")
+    uri = f"https://{host}"
+    if port:
+        uri += f":{port}"
+    if schema:
+        uri += "/" + schema.strip("/")
+    return uri
+
+
+def _is_rest(properties: dict[str, str]) -> bool:
+    kind = properties.get("type")
+    if kind is not None:
+        return kind.lower() == "rest"
+    return properties.get("uri", "").startswith(("http://", "https://"))
+
+
+def _aws_iceberg_properties(conn_id: str) -> dict[str, str]:
+    """The ``s3.*`` properties of an Amazon connection (as :func:`aws_storage_options` reads it
+    for delta-rs)."""
+    options = aws_storage_options(conn_id)
+    names = {
+        "AWS_ACCESS_KEY_ID": "s3.access-key-id",
+        "AWS_SECRET_ACCESS_KEY": "s3.secret-access-key",
+        "AWS_SESSION_TOKEN": "s3.session-token",
+        "AWS_REGION": "s3.region",
+        "AWS_ENDPOINT_URL": "s3.endpoint",
+    }
+    return {names[key]: value for key, value in options.items() if key in names}
+
+
+def _redacted(text: str, properties: dict[str, str]) -> str:
+    """``text`` without any property value that could be a secret (an error message of a
+    catalog library may quote its configuration)."""
+    for key, value in properties.items():
+        if key not in ("type", "uri", "warehouse") and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
 
 
 def delta_location(url: str) -> tuple[str, dict[str, str]]:

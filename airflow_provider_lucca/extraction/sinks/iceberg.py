@@ -1,0 +1,630 @@
+"""An Apache Iceberg table (pyiceberg): the run's window replaced in one snapshot, by day.
+
+pyiceberg's own ``Transaction.overwrite`` does not fit: given a ``RecordBatchReader`` it refuses a
+partitioned table (pyiceberg 0.12), given a ``pa.Table`` it holds the whole window in memory, and it
+commits a DELETE snapshot then an APPEND snapshot. This sink writes the data files itself, a day (at
+most :data:`CHUNK_ROWS` rows) at a time, then commits them with the removal of the window's
+previous files as one OVERWRITE snapshot: a reader sees the snapshot before the run or this one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from airflow_provider_lucca import __version__
+from airflow_provider_lucca.client.client import Logger
+from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.extraction.commit import RunFields
+from airflow_provider_lucca.extraction.errors import LuccaStorageError
+from airflow_provider_lucca.extraction.schema import (
+    PARTITION_COLUMN,
+    RecordSchema,
+    import_pyarrow,
+)
+from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
+from airflow_provider_lucca.extraction.sinks.table import (
+    DEFAULT_COMMIT_RETRIES,
+    WindowRows,
+    commit_metadata,
+    commit_with_retries,
+    window_bounds,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.io import FileIO
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.schema import Schema
+    from pyiceberg.table import Table
+
+TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
+#: The most rows of one day written into one data file (a bigger day gets several): what a run
+#: holds in memory while it writes, whatever the length of its window.
+CHUNK_ROWS = 100_000
+#: Files younger than this are never orphans, whatever the retention: a run writes its data files
+#: before its commit, and they are referenced only once it has committed.
+ORPHAN_MIN_AGE = timedelta(hours=1)
+#: A file under the table's location that is no table's (a Hadoop catalog's pointer).
+_NEVER_ORPHANS = ("version-hint.text",)
+
+
+def import_pyiceberg() -> None:
+    """pyiceberg with pyarrow, or a configuration error naming the extra that installs them."""
+    import_pyarrow("iceberg", "iceberg")
+    try:
+        import pyiceberg  # noqa: F401
+    except ImportError as exc:
+        raise LuccaConfigError(
+            "file_format='iceberg' needs pyiceberg: pip install 'airflow-provider-lucca[iceberg]'"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _DayFiles:
+    """The live data files of one day (a file whose rows span several days is in none)."""
+
+    day: date
+    files: list[DataFile]
+
+
+class IcebergSink:
+    """Overwrite the window in one snapshot of a table partitioned by ``session_end_on``.
+
+    The table (and its namespace) is created on the first run. A run writes its data files first,
+    then commits one OVERWRITE snapshot that removes every data file of the window and adds its
+    own: readers (Spark, Trino, Athena, DuckDB, polars, pyiceberg...) see the table before the run
+    or after it, never a mix; days of the window without records lose their rows. Two runs
+    committing at once race on the catalog's pointer: the loser's commit fails, pyiceberg retries
+    it on the new snapshot when nothing of its window changed there, and otherwise this sink
+    commits again on the reloaded table (:func:`commit_with_retries`), reusing the data files it
+    wrote. A killed run leaves unreferenced files, which :meth:`maintain` removes.
+
+    :param catalog: pyiceberg catalog properties (``type``, ``uri``, ``warehouse``, ``s3.*``...;
+        they may hold credentials and are never logged) or a callable returning the catalog.
+    :param identifier: ``namespace.table`` (namespaces may nest).
+    :param catalog_name: the catalog's name (for pyiceberg, and in :meth:`describe`).
+    """
+
+    file_format = "iceberg"
+
+    def __init__(
+        self,
+        catalog: Mapping[str, str] | Callable[[], Catalog],
+        identifier: str,
+        *,
+        catalog_name: str = "default",
+        commit_retries: int = DEFAULT_COMMIT_RETRIES,
+    ) -> None:
+        import_pyiceberg()
+        self._catalog_source = catalog if callable(catalog) else dict(catalog)
+        self._catalog: Catalog | None = None
+        self.identifier = identifier
+        self.catalog_name = catalog_name
+        self.commit_retries = commit_retries
+        self.schema = RecordSchema(import_pyarrow("iceberg", "iceberg"), partition_column=True)
+
+    def __repr__(self) -> str:
+        return f"IcebergSink({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"Iceberg table {self.identifier} (catalog {self.catalog_name})"
+
+    def guard(self, token: str, run_id: str | None, log: Logger) -> NoGuard:
+        """Concurrent runs are settled by the catalog's commit. The catalog is reached, and an
+        existing table's schema checked, now: before the run's first request to Lucca."""
+        table = self.load_table()
+        if table is not None:
+            self._check_compatible(table)
+        return NoGuard()
+
+    # ------------------------------------------------------------------ catalog and table
+
+    def catalog(self) -> Catalog:
+        """The catalog, loaded once (the SQL catalog creates its own tables on first use)."""
+        if self._catalog is None:
+            source = self._catalog_source
+            if callable(source):
+                self._catalog = source()
+            else:
+                from pyiceberg.catalog import load_catalog
+
+                try:
+                    self._catalog = load_catalog(self.catalog_name, **source)
+                except Exception:
+                    # Two first runs at once race on the SQL catalog's own tables (one of them
+                    # finds them being created): once more finds them there.
+                    self._catalog = load_catalog(self.catalog_name, **source)
+        return self._catalog
+
+    def load_table(self) -> Table | None:
+        """The table at its current snapshot, or None when it does not exist yet."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return self.catalog().load_table(self.identifier)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            return None
+
+    def iceberg_schema(self) -> Schema:
+        """The record schema as an Iceberg schema (field ids assigned as a new table would)."""
+        from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
+        from pyiceberg.schema import Schema, assign_fresh_schema_ids
+
+        converted = visit_pyarrow(self.schema.arrow, _ConvertToIcebergWithoutIDs())
+        assert isinstance(converted, Schema)
+        return assign_fresh_schema_ids(converted)
+
+    def open_or_create(self, log: Logger) -> Table:
+        """The table; created, namespaces included, when it does not exist. Two first runs at
+        once both succeed: whoever creates second loads what the first created."""
+        table = self.load_table()
+        if table is not None:
+            self._check_compatible(table)
+            return table
+        from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+        from pyiceberg.partitioning import PartitionField, PartitionSpec
+        from pyiceberg.transforms import IdentityTransform
+
+        catalog = self.catalog()
+        namespace = catalog.namespace_from(self.identifier)
+        for depth in range(1, len(namespace) + 1):
+            level = namespace[:depth]
+            if catalog.namespace_exists(level):
+                continue
+            try:
+                catalog.create_namespace(level)
+            except NamespaceAlreadyExistsError:
+                pass
+            except Exception:
+                # The SQL catalog reports a namespace created meanwhile as an integrity error.
+                if not catalog.namespace_exists(level):
+                    raise
+        schema = self.iceberg_schema()
+        source = schema.find_field(PARTITION_COLUMN).field_id
+        spec = PartitionSpec(
+            PartitionField(
+                source_id=source,
+                field_id=1000,
+                transform=IdentityTransform(),
+                name=PARTITION_COLUMN,
+            )
+        )
+        try:
+            table = catalog.create_table(
+                self.identifier,
+                schema=schema,
+                partition_spec=spec,
+                properties={"comment": TABLE_DESCRIPTION},
+            )
+        except TableAlreadyExistsError:
+            table = catalog.load_table(self.identifier)
+            self._check_compatible(table)
+            return table
+        log.info("Created %s, partitioned by %s", self.describe(), PARTITION_COLUMN)
+        return table
+
+    def _check_compatible(self, table: Table) -> None:
+        """The table must take our rows as they are, and hold each day in files of its own."""
+        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
+        from pyiceberg.transforms import DayTransform, IdentityTransform
+
+        try:
+            _check_pyarrow_schema_compatible(
+                table.schema(),
+                provided_schema=self.schema.arrow,
+                format_version=table.format_version,
+            )
+        except ValueError as exc:
+            raise LuccaConfigError(
+                f"iceberg_table={self.identifier!r} exists with a schema this provider cannot "
+                f"write its records to ({exc}). Choose another iceberg_table, or move the "
+                "existing table away; the provider creates its table on its first run."
+            ) from exc
+        field = table.schema().find_field(PARTITION_COLUMN)
+        if not any(
+            part.source_id == field.field_id
+            and isinstance(part.transform, (IdentityTransform, DayTransform))
+            for part in table.spec().fields
+        ):
+            raise LuccaConfigError(
+                f"iceberg_table={self.identifier!r} exists but is not partitioned by "
+                f"{PARTITION_COLUMN} (identity or day): a run replaces whole days, so each data "
+                f"file must hold one day. Its partition spec is {table.spec()}."
+            )
+
+    # ------------------------------------------------------------------ the run's commit
+
+    def commit(
+        self,
+        days: Sequence[date],
+        records: DayRecords,
+        fields: RunFields,
+        *,
+        workdir: str,
+        guard: RunGuard,
+        log: Logger,
+    ) -> Committed:
+        first, last = window_bounds(days)
+        rows = WindowRows(self.schema, days, records)
+        table = self.open_or_create(log)
+        written: list[DataFile] = []
+        try:
+            for data_file in self._write(table, rows.batches()):
+                written.append(data_file)
+        except BaseException:
+            _remove_quietly(table.io, [data_file.file_path for data_file in written], log)
+            raise
+        properties = commit_metadata(fields, sum(rows.counts.values()))
+
+        def attempt(number: int) -> tuple[int, int]:
+            current = table if number == 1 else self.open_or_create(log)
+            replaced = self._files_between(current, first, last)
+            snapshot_id = self._overwrite(current, first, last, replaced, written, properties)
+            return snapshot_id, len(replaced)
+
+        try:
+            snapshot_id, replaced = commit_with_retries(
+                attempt,
+                is_conflict=_is_conflict,
+                retries=self.commit_retries,
+                target=self.describe(),
+                days=days,
+                log=log,
+            )
+        except LuccaStorageError as exc:
+            if _is_conflict(exc.__cause__):
+                # Every commit failed before the catalog took it: nothing references the files.
+                _remove_quietly(table.io, [data_file.file_path for data_file in written], log)
+            raise
+        log.info(
+            "Committed snapshot %d of %s: %s to %s, %d data files added, %d replaced",
+            snapshot_id,
+            self.describe(),
+            first,
+            last,
+            len(written),
+            replaced,
+        )
+        return Committed(rows.counts, snapshot_id)
+
+    def _write(self, table: Table, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
+        """Data files of at most :data:`CHUNK_ROWS` rows of one day each (the batches come day
+        after day), written as pyiceberg writes them: field ids, column metrics, the table's
+        file naming under ``data/session_end_on=<day>/``."""
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        arrow = self.schema.pa
+        write_uuid = uuid.uuid4()
+        counter = itertools.count(0)
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        pending_day: object = None
+
+        def flush() -> Iterator[DataFile]:
+            chunk = arrow.Table.from_batches(pending, schema=self.schema.arrow)
+            pending.clear()
+            yield from _dataframe_to_data_files(
+                table_metadata=table.metadata,
+                df=chunk,
+                io=table.io,
+                write_uuid=write_uuid,
+                counter=counter,
+            )
+
+        for batch in batches:
+            day = batch.column(PARTITION_COLUMN)[0].as_py()
+            if pending and (day != pending_day or pending_rows + batch.num_rows > CHUNK_ROWS):
+                yield from flush()
+                pending_rows = 0
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            pending_day = day
+        if pending:
+            yield from flush()
+
+    def _files_between(self, table: Table, first: date, last: date) -> list[DataFile]:
+        """The live data files of the days ``[first, last]``, each wholly inside them."""
+        files: list[DataFile] = []
+        for task in table.scan(row_filter=_window_filter(first, last)).plan_files():
+            span = self._days_of(table, task.file)
+            if span is None or span[0] < first or span[1] > last:
+                raise LuccaStorageError(
+                    f"{self.describe()} has a data file with rows inside and outside "
+                    f"{first} to {last} ({task.file.file_path}): it was not written by this "
+                    "provider, and replacing the window would need rewriting it.",
+                    phase="commit",
+                )
+            files.append(task.file)
+        return files
+
+    @staticmethod
+    def _days_of(table: Table, data_file: DataFile) -> tuple[date, date] | None:
+        """The first and last ``session_end_on`` of a data file, from its column bounds."""
+        from pyiceberg.conversions import from_bytes
+        from pyiceberg.types import DateType
+
+        field_id = table.schema().find_field(PARTITION_COLUMN).field_id
+        lower = (data_file.lower_bounds or {}).get(field_id)
+        upper = (data_file.upper_bounds or {}).get(field_id)
+        if lower is None or upper is None:
+            return None
+        epoch = date(1970, 1, 1)
+        return (
+            epoch + timedelta(days=int(from_bytes(DateType(), lower))),
+            epoch + timedelta(days=int(from_bytes(DateType(), upper))),
+        )
+
+    def _overwrite(
+        self,
+        table: Table,
+        first: date,
+        last: date,
+        replaced: Iterable[DataFile],
+        added: Iterable[DataFile],
+        properties: dict[str, str],
+    ) -> int:
+        """One OVERWRITE snapshot: ``replaced`` out, ``added`` in. Its conflict scope is the
+        window: pyiceberg's own retry re-bases it only when no concurrent commit touched the
+        window, and raises ``ValidationException`` otherwise."""
+        with (
+            table.transaction() as transaction,
+            transaction.update_snapshot(snapshot_properties=properties).overwrite() as update,
+        ):
+            update.delete_by_predicate(_window_filter(first, last))
+            for data_file in replaced:
+                update.delete_data_file(data_file)
+            for data_file in added:
+                update.append_data_file(data_file)
+            snapshot_id = update.snapshot_id
+        return snapshot_id
+
+    # ------------------------------------------------------------------ maintenance
+
+    def maintain(self, *, retention: timedelta, log: Logger) -> dict[str, int]:
+        """Compact, expire snapshots, remove orphan files: what the weekly maintenance runs.
+
+        - every day held in more than one data file is rewritten into one file (one snapshot
+          for all of them; a run committing meanwhile makes it start again on the new snapshot,
+          so it never brings back rows a run replaced);
+        - snapshots older than ``retention`` are expired (the current one is always kept):
+          time travel reaches back ``retention``;
+        - files under the table's location that no remaining snapshot, manifest or metadata file
+          references, and older than ``retention`` (and than :data:`ORPHAN_MIN_AGE`, which
+          protects a run writing now), are deleted: those of killed runs, of expired
+          snapshots, of lost commit races.
+
+        :return: ``compacted_days``, ``compacted_files`` (files rewritten), ``expired_snapshots``,
+            ``orphan_files_removed``, ``orphan_bytes_removed``.
+        """
+        if retention < timedelta(0):
+            raise LuccaConfigError(f"Invalid retention={retention!r}: expected a duration >= 0.")
+        result = {
+            "compacted_days": 0,
+            "compacted_files": 0,
+            "expired_snapshots": 0,
+            "orphan_files_removed": 0,
+            "orphan_bytes_removed": 0,
+        }
+        if self.load_table() is None:
+            log.info("%s does not exist yet: nothing to maintain.", self.describe())
+            return result
+        result["compacted_days"], result["compacted_files"] = self._compact(log)
+        result["expired_snapshots"] = self._expire(retention, log)
+        result["orphan_files_removed"], result["orphan_bytes_removed"] = self._remove_orphans(
+            max(retention, ORPHAN_MIN_AGE), log
+        )
+        return result
+
+    def _compact(self, log: Logger) -> tuple[int, int]:
+        def attempt(number: int) -> tuple[int, int]:
+            table = self.load_table()
+            assert table is not None  # maintain() checked, and tables are not dropped here
+            targets = [group for group in self._day_files(table) if len(group.files) > 1]
+            if not targets:
+                return 0, 0
+            written: list[str] = []
+            try:
+                self._rewrite(table, targets, written)
+            except Exception as exc:
+                if _is_conflict(exc):
+                    _remove_quietly(table.io, written, log)
+                raise
+            return len(targets), sum(len(group.files) for group in targets)
+
+        days, files = commit_with_retries(
+            attempt,
+            is_conflict=_is_conflict,
+            retries=self.commit_retries,
+            target=self.describe(),
+            days=(),
+            log=log,
+        )
+        if days:
+            log.info("Compacted %d data files of %d days of %s", files, days, self.describe())
+        return days, files
+
+    def _day_files(self, table: Table) -> list[_DayFiles]:
+        """The live data files of the current snapshot by day (files spanning days left out,
+        and days with delete files, which another engine wrote)."""
+        groups: dict[date, list[DataFile]] = {}
+        with_deletes: set[date] = set()
+        for task in table.scan().plan_files():
+            span = self._days_of(table, task.file)
+            if span is None or span[0] != span[1]:
+                continue
+            groups.setdefault(span[0], []).append(task.file)
+            if task.delete_files:
+                with_deletes.add(span[0])
+        return [
+            _DayFiles(day, files)
+            for day, files in sorted(groups.items())
+            if day not in with_deletes
+        ]
+
+    def _rewrite(self, table: Table, targets: Sequence[_DayFiles], written: list[str]) -> None:
+        """Each target day read (one day in memory at a time) and written back as one file, all
+        swapped in one snapshot whose conflict scope is those days."""
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.expressions.parser import parse
+        from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+        from pyiceberg.table import FileScanTask
+
+        properties = {
+            "lucca.maintenance": "compaction",
+            "lucca.compacted_days": str(len(targets)),
+            "lucca.provider_version": __version__,
+        }
+        write_uuid, counter = uuid.uuid4(), itertools.count(0)
+        scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+        days = ", ".join(f"'{group.day.isoformat()}'" for group in targets)
+        with (
+            table.transaction() as transaction,
+            transaction.update_snapshot(snapshot_properties=properties).overwrite() as update,
+        ):
+            update.delete_by_predicate(parse(f"{PARTITION_COLUMN} IN ({days})"))
+            for group in targets:
+                rows = scan.to_table([FileScanTask(data_file) for data_file in group.files])
+                if "id" in rows.column_names:
+                    rows = rows.sort_by("id")
+                for data_file in _dataframe_to_data_files(
+                    table_metadata=table.metadata,
+                    df=rows,
+                    io=table.io,
+                    write_uuid=write_uuid,
+                    counter=counter,
+                ):
+                    written.append(data_file.file_path)
+                    update.append_data_file(data_file)
+                for data_file in group.files:
+                    update.delete_data_file(data_file)
+
+    def _expire(self, retention: timedelta, log: Logger) -> int:
+        table = self.load_table()
+        assert table is not None
+        current = table.current_snapshot()
+        horizon = datetime.now(timezone.utc) - retention
+        horizon_ms = int(horizon.timestamp() * 1000)
+        expired = [
+            snapshot.snapshot_id
+            for snapshot in table.snapshots()
+            if snapshot.timestamp_ms < horizon_ms
+            and (current is None or snapshot.snapshot_id != current.snapshot_id)
+        ]
+        if not expired:
+            return 0
+        table.maintenance.expire_snapshots().older_than(horizon).commit()
+        remaining = {snapshot.snapshot_id for snapshot in (self.load_table() or table).snapshots()}
+        count = len(set(expired) - remaining)
+        log.info("Expired %d snapshots of %s older than %s", count, self.describe(), horizon)
+        return count
+
+    def _remove_orphans(self, min_age: timedelta, log: Logger) -> tuple[int, int]:
+        table = self.load_table()
+        assert table is not None
+        from pyiceberg.io.pyarrow import PyArrowFileIO
+
+        io = table.io
+        if not isinstance(io, PyArrowFileIO):
+            log.warning(
+                "Orphan files of %s not looked for: its FileIO (%s) cannot list files; "
+                "set py-io-impl to pyiceberg.io.pyarrow.PyArrowFileIO.",
+                self.describe(),
+                type(io).__name__,
+            )
+            return 0, 0
+        from pyarrow.fs import FileSelector, FileType
+
+        scheme, netloc, root = io.parse_location(table.location(), io.properties)
+        filesystem = io.fs_by_scheme(scheme, netloc)
+        listed = filesystem.get_file_info(FileSelector(root.rstrip("/"), recursive=True))
+        # Referenced files are gathered after listing: a file committed in between is referenced.
+        referenced = {
+            io.parse_location(location, io.properties)[2] for location in _referenced(table)
+        }
+        horizon = datetime.now(timezone.utc) - min_age
+        removed, size = 0, 0
+        for info in listed:
+            if info.type != FileType.File or info.path in referenced:
+                continue
+            if info.base_name in _NEVER_ORPHANS or info.mtime is None:
+                continue
+            mtime = info.mtime if info.mtime.tzinfo else info.mtime.replace(tzinfo=timezone.utc)
+            if mtime >= horizon:
+                continue
+            try:
+                filesystem.delete_file(info.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            size += info.size or 0
+        if removed:
+            log.info(
+                "Removed %d orphan files (%d bytes) under %s older than %s",
+                removed,
+                size,
+                self.describe(),
+                horizon,
+            )
+        return removed, size
+
+
+def _referenced(table: Table) -> set[str]:
+    """Every file the table's metadata reaches: metadata files (current and logged), statistics,
+    and for each snapshot its manifest list, manifests and live data and delete files."""
+    metadata = table.metadata
+    locations: set[str] = {table.metadata_location}
+    locations.update(entry.metadata_file for entry in metadata.metadata_log)
+    locations.update(stats.statistics_path for stats in metadata.statistics)
+    locations.update(stats.statistics_path for stats in metadata.partition_statistics)
+    seen_manifests: set[str] = set()
+    for snapshot in metadata.snapshots:
+        locations.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            locations.add(manifest.manifest_path)
+            if manifest.manifest_path in seen_manifests:
+                continue
+            seen_manifests.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                locations.add(entry.data_file.file_path)
+    return locations
+
+
+def _window_filter(first: date, last: date) -> BooleanExpression:
+    """``session_end_on`` between ``first`` and ``last``, both included."""
+    from pyiceberg.expressions.parser import parse
+
+    column = PARTITION_COLUMN
+    return parse(f"{column} >= '{first.isoformat()}' AND {column} <= '{last.isoformat()}'")
+
+
+def _is_conflict(error: BaseException | None) -> bool:
+    """Another writer committed first: the catalog refused the commit (its pointer moved), or
+    pyiceberg's re-basing found that writer's change in this commit's scope. Either way the
+    commit did not land."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    return isinstance(error, (CommitFailedException, ValidationException))
+
+
+def _remove_quietly(io: FileIO, paths: Iterable[str], log: Logger) -> None:
+    """Delete files no snapshot references (what is left, maintenance finds as orphans)."""
+    failed = 0
+    for path in paths:
+        try:
+            io.delete(path)
+        except FileNotFoundError:
+            pass
+        except Exception:
+            failed += 1
+    if failed:
+        log.warning("%d unreferenced data files could not be removed; maintenance will.", failed)
+
+
+__all__ = ["CHUNK_ROWS", "ORPHAN_MIN_AGE", "IcebergSink", "import_pyiceberg"]
