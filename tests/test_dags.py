@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pendulum
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk import CronDataIntervalTimetable
+from airflow.sdk import DAG, CronDataIntervalTimetable, ObjectStoragePath
+
+from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from lucca_sandbox import SandboxConfig, SandboxServer
+from tests.helpers import lucca_conn_json
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
@@ -77,3 +88,231 @@ def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -
     assert sweep.older_than_hours == 24
     daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("extract")
     assert sweep.output_path == daily.output_path
+
+
+# -- LUCCA_FILE_FORMAT: the format and the target of the extracts, read when the DAGs are parsed
+
+#: The dags/ modules that read the settings when imported (the DAG files import them by name).
+SETTINGS_MODULES = ("lucca_common", "lucca_verify", "lucca_training_hours_report")
+#: The DAGs with an extract task.
+EXTRACT_DAGS = ("lucca_realized_trainings_daily", "lucca_realized_trainings_history")
+DAG_IDS = (*EXTRACT_DAGS, "lucca_realized_trainings_maintenance")
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """``settings(LUCCA_FILE_FORMAT="delta", ...)``: the DAG modules imported next read these
+    environment variables (and only these LUCCA_* ones); the defaults come back afterwards."""
+    sys.path.insert(0, str(DAGS))
+
+    def apply(**env: str) -> None:
+        for name in [name for name in os.environ if name.startswith("LUCCA_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        for module in SETTINGS_MODULES:
+            sys.modules.pop(module, None)
+
+    yield apply
+    monkeypatch.undo()
+    for module in SETTINGS_MODULES:
+        sys.modules.pop(module, None)
+    sys.path.remove(str(DAGS))
+
+
+def parse(settings: Callable[..., None], **env: str) -> DagBag:
+    settings(**env)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet", "delta"])
+def test_files_and_delta_formats_write_to_the_output_path(
+    settings: Callable[..., None], tmp_path: Path, file_format: str
+) -> None:
+    root = (tmp_path / "lake").as_uri()
+    bag = parse(settings, LUCCA_FILE_FORMAT=file_format, LUCCA_OUTPUT_PATH=root)
+    for dag_id in EXTRACT_DAGS:
+        extract = bag.dags[dag_id].get_task("extract")
+        assert extract.file_format == file_format
+        assert extract.output_path == root
+        assert extract.iceberg_table is None
+        assert [(asset.name, asset.uri) for asset in extract.outlets] == [
+            ("lucca_realized_trainings", root)
+        ]
+
+
+def test_iceberg_format_writes_to_the_table_of_the_catalog_connection(
+    settings: Callable[..., None],
+) -> None:
+    bag = parse(
+        settings,
+        LUCCA_FILE_FORMAT="iceberg",
+        LUCCA_ICEBERG_TABLE="lake.hr.realized_trainings",
+        LUCCA_ICEBERG_CONN_ID="iceberg_lake",
+    )
+    for dag_id in EXTRACT_DAGS:
+        extract = bag.dags[dag_id].get_task("extract")
+        assert extract.file_format == "iceberg"
+        assert extract.output_path is None  # the operator refuses one with iceberg
+        assert (extract.iceberg_table, extract.iceberg_conn_id) == (
+            "lake.hr.realized_trainings",
+            "iceberg_lake",
+        )
+        assert [(asset.name, asset.uri) for asset in extract.outlets] == [
+            ("lucca_realized_trainings", "iceberg://iceberg_lake/lake/hr/realized_trainings")
+        ]
+
+
+def test_iceberg_defaults(settings: Callable[..., None]) -> None:
+    bag = parse(settings, LUCCA_FILE_FORMAT="iceberg")
+    extract = bag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    assert (extract.iceberg_table, extract.iceberg_conn_id) == (
+        "lucca.realized_trainings",
+        "iceberg_default",
+    )
+
+
+def test_the_default_format_is_jsonl_files(settings: Callable[..., None]) -> None:
+    bag = parse(settings)
+    extract = bag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    assert extract.file_format == "jsonl"
+    assert (
+        extract.output_path
+        == (Path(__file__).resolve().parents[1] / "data" / "lucca" / "realized_trainings").as_uri()
+    )
+
+
+@pytest.mark.parametrize("value", ["csv", "Delta Lake", "json"])
+def test_an_unknown_format_fails_every_dag_at_parse_time_naming_the_setting(
+    settings: Callable[..., None], value: str
+) -> None:
+    settings(LUCCA_FILE_FORMAT=value)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.dags == {}
+    dag_files = {str(DAGS / f"{dag_id}.py") for dag_id in DAG_IDS}
+    assert dag_files <= set(bag.import_errors)
+    for error in bag.import_errors.values():
+        assert f"Invalid LUCCA_FILE_FORMAT={value!r}" in error
+        assert "expected one of jsonl, parquet, delta, iceberg" in error
+
+
+# -- derive and verify read the table when the format is a table
+
+#: Runs as the DAGs make them: a history load, then daily runs whose 7-day lookback overlaps it;
+#: 2025-12-21 and 22 are never extracted; the last run ends on days the sandbox (2025 only) has no
+#: record for: extracted, and empty.
+RUNS = [
+    {"session_end_from": "2025-11-01", "session_end_until": "2025-12-20"},
+    {"session_end_from": "2025-12-20", "session_end_until": "2025-12-21", "lookback_days": 7},
+    {"session_end_from": "2025-12-30", "session_end_until": "2026-01-03", "lookback_days": 7},
+]
+MONTHS = ("2025-11", "2025-12", "2026-01")
+
+
+def run_example_tasks(settings: Callable[..., None], **env: str) -> tuple[dict[str, bytes], Any]:
+    """Every run of :data:`RUNS` through an extract configured as the DAGs configure it, then
+    the DAGs' verify and derive; returns the reports by month, and lucca_common."""
+    settings(**env)
+    import lucca_common
+    import lucca_training_hours_report
+    import lucca_verify
+
+    written: dict[str, str] = {}
+    with DAG("lucca_formats", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        for number, window in enumerate(RUNS):
+            extract = RealizedTrainingsOperator(
+                task_id=f"extract_{number}", **lucca_common.OUTPUT_TARGET, **window
+            )
+            summary = extract.execute({"run_id": f"manual__{number}"})
+            verified = lucca_verify.verify.function(summary)
+            for path in lucca_training_hours_report.derive.function(verified):
+                written[path.rsplit("month=", 1)[1][:7]] = path
+    assert sorted(written) == list(MONTHS)
+    return {month: ObjectStoragePath(path).read_bytes() for month, path in written.items()}, (
+        lucca_common
+    )
+
+
+def extracted_days() -> set[str]:
+    days = set()
+    for run in RUNS:
+        day = date.fromisoformat(run["session_end_from"]) - timedelta(run.get("lookback_days", 0))
+        while day < date.fromisoformat(run["session_end_until"]):
+            days.add(day.isoformat())
+            day += timedelta(1)
+    return days
+
+
+def expected_report(records: list[dict[str, Any]], month: str) -> bytes:
+    """The report of ``month`` computed straight from the sandbox's records."""
+    extracted = {day for day in extracted_days() if day.startswith(month)}
+    days_extracted = len(extracted)
+    trainings: dict[int, int] = defaultdict(int)
+    hours: dict[int, Decimal] = defaultdict(Decimal)
+    for record in records:
+        if record["sessionEndsOn"] in extracted:
+            trainings[record["ownerId"]] += 1
+            if record["hasAttended"]:
+                hours[record["ownerId"]] += Decimal(str(record["durationInHours"]))
+    lines = ["month,owner_id,realized_trainings,attended_hours,days_extracted"]
+    lines += [
+        f"{month},{owner},{trainings[owner]},{hours[owner]:.2f},{days_extracted}"
+        for owner in sorted(trainings)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.slow
+def test_the_report_is_the_same_in_every_format(
+    settings: Callable[..., None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # 300 records over 2025: days without records in every month, which a table does not hold.
+    sandbox = SandboxServer(SandboxConfig(records=300)).start()
+    monkeypatch.setenv("AIRFLOW_CONN_LUCCA_DEFAULT", lucca_conn_json(sandbox.url))
+    try:
+        reports = {
+            file_format: run_example_tasks(
+                settings,
+                LUCCA_FILE_FORMAT=file_format,
+                LUCCA_OUTPUT_PATH=(tmp_path / file_format).as_uri(),
+            )[0]
+            for file_format in ("jsonl", "parquet", "delta")
+        }
+    finally:
+        sandbox.stop()
+
+    truth = {month: expected_report(sandbox.records, month) for month in MONTHS}
+    with_records = {record["sessionEndsOn"] for record in sandbox.records}
+    assert len(extracted_days() - with_records) > 20  # extracted, and empty
+    assert truth["2025-11"].endswith(b",30\n")
+    assert truth["2025-12"].endswith(b",29\n")  # not the 21st and 22nd
+    assert truth["2026-01"].count(b"\n") == 1  # a header, no row: 2 empty days extracted
+    for file_format, report in reports.items():
+        assert report == truth, file_format
+
+
+@pytest.mark.slow
+def test_verify_checks_the_table_at_the_version_the_run_committed(
+    settings: Callable[..., None], lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    settings(LUCCA_FILE_FORMAT="delta", LUCCA_OUTPUT_PATH=(tmp_path / "table").as_uri())
+    import lucca_common
+    import lucca_verify
+
+    with DAG("lucca_verify_table", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        extract = RealizedTrainingsOperator(
+            task_id="extract", **lucca_common.OUTPUT_TARGET, **RUNS[0]
+        )
+        first = extract.execute({"run_id": "manual__first"})
+        # A later run replaces the same days: the first run's version still verifies.
+        extract.execute({"run_id": "manual__second"})
+    assert lucca_verify.verify.function(first) == first
+
+    miscounted = {**first, "partitions": {**first["partitions"], "2025-11-03": 999}}
+    with pytest.raises(ValueError, match=r"2025-11-03.*999"):
+        lucca_verify.verify.function(miscounted)
+    other_run = {**first, "run_token": "f" * 12}
+    with pytest.raises(ValueError, match="is not the commit of run ffffffffffff"):
+        lucca_verify.verify.function(other_run)
