@@ -9,6 +9,7 @@ previous files as one OVERWRITE snapshot: a reader sees the snapshot before the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from pyiceberg.io import FileIO
     from pyiceberg.manifest import DataFile
     from pyiceberg.schema import Schema
-    from pyiceberg.table import Table
+    from pyiceberg.table import Table, Transaction
+    from pyiceberg.table.update.snapshot import _OverwriteFiles
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
 #: The most rows of one day written into one data file (a bigger day gets several): what a run
@@ -320,11 +322,18 @@ class IcebergSink:
 
         for batch in batches:
             day = batch.column(PARTITION_COLUMN)[0].as_py()
-            if pending and (day != pending_day or pending_rows + batch.num_rows > CHUNK_ROWS):
+            if pending and day != pending_day:
                 yield from flush()
                 pending_rows = 0
-            pending.append(batch)
-            pending_rows += batch.num_rows
+            while pending_rows + batch.num_rows > CHUNK_ROWS:
+                room = CHUNK_ROWS - pending_rows
+                pending.append(batch.slice(0, room))
+                batch = batch.slice(room)
+                yield from flush()
+                pending_rows = 0
+            if batch.num_rows:
+                pending.append(batch)
+                pending_rows += batch.num_rows
             pending_day = day
         if pending:
             yield from flush()
@@ -333,7 +342,7 @@ class IcebergSink:
         """The live data files of the days ``[first, last]``, each wholly inside them."""
         files: list[DataFile] = []
         for task in table.scan(row_filter=_window_filter(first, last)).plan_files():
-            span = self._days_of(table, task.file)
+            span = _days_of(table, task.file)
             if span is None or span[0] < first or span[1] > last:
                 raise LuccaStorageError(
                     f"{self.describe()} has a data file with rows inside and outside "
@@ -344,23 +353,6 @@ class IcebergSink:
             files.append(task.file)
         return files
 
-    @staticmethod
-    def _days_of(table: Table, data_file: DataFile) -> tuple[date, date] | None:
-        """The first and last ``session_end_on`` of a data file, from its column bounds."""
-        from pyiceberg.conversions import from_bytes
-        from pyiceberg.types import DateType
-
-        field_id = table.schema().find_field(PARTITION_COLUMN).field_id
-        lower = (data_file.lower_bounds or {}).get(field_id)
-        upper = (data_file.upper_bounds or {}).get(field_id)
-        if lower is None or upper is None:
-            return None
-        epoch = date(1970, 1, 1)
-        return (
-            epoch + timedelta(days=int(from_bytes(DateType(), lower))),
-            epoch + timedelta(days=int(from_bytes(DateType(), upper))),
-        )
-
     def _overwrite(
         self,
         table: Table,
@@ -370,65 +362,74 @@ class IcebergSink:
         added: Iterable[DataFile],
         properties: dict[str, str],
     ) -> int:
-        """One OVERWRITE snapshot: ``replaced`` out, ``added`` in. Its conflict scope is the
-        window: pyiceberg's own retry re-bases it only when no concurrent commit touched the
-        window, and raises ``ValidationException`` otherwise."""
-        with (
-            table.transaction() as transaction,
-            transaction.update_snapshot(snapshot_properties=properties).overwrite() as update,
-        ):
-            update.delete_by_predicate(_window_filter(first, last))
-            for data_file in replaced:
-                update.delete_data_file(data_file)
-            for data_file in added:
-                update.append_data_file(data_file)
-            snapshot_id = update.snapshot_id
-        return snapshot_id
+        """One snapshot: ``replaced`` out, ``added`` in. Its conflict scope is the window:
+        pyiceberg's own retry re-bases it only when no concurrent commit touched the window,
+        and raises ``ValidationException`` otherwise."""
+        with table.transaction() as transaction:
+            update = _replace_files(transaction, table, properties)
+            with update:
+                update.delete_by_predicate(_window_filter(first, last))
+                for data_file in replaced:
+                    update.delete_data_file(data_file)
+                for data_file in added:
+                    update.append_data_file(data_file)
+        return update.snapshot_id
 
     # ------------------------------------------------------------------ maintenance
 
     def maintain(self, *, retention: timedelta, log: Logger) -> dict[str, int]:
         """Compact, expire snapshots, remove orphan files: what the weekly maintenance runs.
 
-        - every day held in more than one data file is rewritten into one file (one snapshot
-          for all of them; a run committing meanwhile makes it start again on the new snapshot,
-          so it never brings back rows a run replaced);
+        - every day held in more than one data file (a day bigger than :data:`CHUNK_ROWS`, or
+          files another engine added) is rewritten into one file, and the current snapshot's
+          manifests are merged, in one snapshot; a run committing meanwhile makes it start
+          again on the new snapshot, so it never brings back rows a run replaced;
         - snapshots older than ``retention`` are expired (the current one is always kept):
           time travel reaches back ``retention``;
         - files under the table's location that no remaining snapshot, manifest or metadata file
           references, and older than ``retention`` (and than :data:`ORPHAN_MIN_AGE`, which
-          protects a run writing now), are deleted: those of killed runs, of expired
-          snapshots, of lost commit races.
+          protects a run writing now), are deleted: the data of expired snapshots, and what
+          killed runs and lost commit races left.
 
-        :return: ``compacted_days``, ``compacted_files`` (files rewritten), ``expired_snapshots``,
-            ``orphan_files_removed``, ``orphan_bytes_removed``.
+        :return: ``compacted_days``, ``compacted_files`` (data files rewritten),
+            ``merged_manifests`` (manifests of the current snapshot rewritten),
+            ``expired_snapshots``, ``orphan_files_removed``, ``orphan_bytes_removed``.
         """
         if retention < timedelta(0):
             raise LuccaConfigError(f"Invalid retention={retention!r}: expected a duration >= 0.")
-        result = {
-            "compacted_days": 0,
-            "compacted_files": 0,
-            "expired_snapshots": 0,
-            "orphan_files_removed": 0,
-            "orphan_bytes_removed": 0,
-        }
+        result = dict.fromkeys(
+            (
+                "compacted_days",
+                "compacted_files",
+                "merged_manifests",
+                "expired_snapshots",
+                "orphan_files_removed",
+                "orphan_bytes_removed",
+            ),
+            0,
+        )
         if self.load_table() is None:
             log.info("%s does not exist yet: nothing to maintain.", self.describe())
             return result
-        result["compacted_days"], result["compacted_files"] = self._compact(log)
+        compacted = self._compact(log)
+        result["compacted_days"], result["compacted_files"], result["merged_manifests"] = compacted
         result["expired_snapshots"] = self._expire(retention, log)
         result["orphan_files_removed"], result["orphan_bytes_removed"] = self._remove_orphans(
             max(retention, ORPHAN_MIN_AGE), log
         )
         return result
 
-    def _compact(self, log: Logger) -> tuple[int, int]:
-        def attempt(number: int) -> tuple[int, int]:
+    def _compact(self, log: Logger) -> tuple[int, int, int]:
+        def attempt(number: int) -> tuple[int, int, int]:
             table = self.load_table()
             assert table is not None  # maintain() checked, and tables are not dropped here
-            targets = [group for group in self._day_files(table) if len(group.files) > 1]
-            if not targets:
-                return 0, 0
+            snapshot = table.current_snapshot()
+            if snapshot is None:
+                return 0, 0, 0
+            targets = [group for group in _day_files(table) if len(group.files) > 1]
+            manifests = len(snapshot.manifests(table.io))
+            if not targets and manifests <= 1:
+                return 0, 0, 0
             written: list[str] = []
             try:
                 self._rewrite(table, targets, written)
@@ -436,9 +437,9 @@ class IcebergSink:
                 if _is_conflict(exc):
                     _remove_quietly(table.io, written, log)
                 raise
-            return len(targets), sum(len(group.files) for group in targets)
+            return len(targets), sum(len(group.files) for group in targets), manifests
 
-        days, files = commit_with_retries(
+        days, files, manifests = commit_with_retries(
             attempt,
             is_conflict=_is_conflict,
             retries=self.commit_retries,
@@ -446,31 +447,19 @@ class IcebergSink:
             days=(),
             log=log,
         )
-        if days:
-            log.info("Compacted %d data files of %d days of %s", files, days, self.describe())
-        return days, files
-
-    def _day_files(self, table: Table) -> list[_DayFiles]:
-        """The live data files of the current snapshot by day (files spanning days left out,
-        and days with delete files, which another engine wrote)."""
-        groups: dict[date, list[DataFile]] = {}
-        with_deletes: set[date] = set()
-        for task in table.scan().plan_files():
-            span = self._days_of(table, task.file)
-            if span is None or span[0] != span[1]:
-                continue
-            groups.setdefault(span[0], []).append(task.file)
-            if task.delete_files:
-                with_deletes.add(span[0])
-        return [
-            _DayFiles(day, files)
-            for day, files in sorted(groups.items())
-            if day not in with_deletes
-        ]
+        if days or manifests:
+            log.info(
+                "Compacted %s: %d data files of %d days rewritten, %d manifests merged",
+                self.describe(),
+                files,
+                days,
+                manifests,
+            )
+        return days, files, manifests
 
     def _rewrite(self, table: Table, targets: Sequence[_DayFiles], written: list[str]) -> None:
         """Each target day read (one day in memory at a time) and written back as one file, all
-        swapped in one snapshot whose conflict scope is those days."""
+        swapped in one snapshot whose conflict scope is those days, the manifests merged."""
         from pyiceberg.expressions import AlwaysTrue
         from pyiceberg.expressions.parser import parse
         from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -483,27 +472,27 @@ class IcebergSink:
         }
         write_uuid, counter = uuid.uuid4(), itertools.count(0)
         scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-        days = ", ".join(f"'{group.day.isoformat()}'" for group in targets)
-        with (
-            table.transaction() as transaction,
-            transaction.update_snapshot(snapshot_properties=properties).overwrite() as update,
-        ):
-            update.delete_by_predicate(parse(f"{PARTITION_COLUMN} IN ({days})"))
-            for group in targets:
-                rows = scan.to_table([FileScanTask(data_file) for data_file in group.files])
-                if "id" in rows.column_names:
-                    rows = rows.sort_by("id")
-                for data_file in _dataframe_to_data_files(
-                    table_metadata=table.metadata,
-                    df=rows,
-                    io=table.io,
-                    write_uuid=write_uuid,
-                    counter=counter,
-                ):
-                    written.append(data_file.file_path)
-                    update.append_data_file(data_file)
-                for data_file in group.files:
-                    update.delete_data_file(data_file)
+        with table.transaction() as transaction:
+            update = _replace_files(transaction, table, properties, merge_min_count=2)
+            with update:
+                if targets:
+                    days = ", ".join(f"'{group.day.isoformat()}'" for group in targets)
+                    update.delete_by_predicate(parse(f"{PARTITION_COLUMN} IN ({days})"))
+                for group in targets:
+                    rows = scan.to_table([FileScanTask(data_file) for data_file in group.files])
+                    if "id" in rows.column_names:
+                        rows = rows.sort_by("id")
+                    for data_file in _dataframe_to_data_files(
+                        table_metadata=table.metadata,
+                        df=rows,
+                        io=table.io,
+                        write_uuid=write_uuid,
+                        counter=counter,
+                    ):
+                        written.append(data_file.file_path)
+                        update.append_data_file(data_file)
+                    for data_file in group.files:
+                        update.delete_data_file(data_file)
 
     def _expire(self, retention: timedelta, log: Logger) -> int:
         table = self.load_table()
@@ -519,11 +508,14 @@ class IcebergSink:
         ]
         if not expired:
             return 0
-        table.maintenance.expire_snapshots().older_than(horizon).commit()
-        remaining = {snapshot.snapshot_id for snapshot in (self.load_table() or table).snapshots()}
-        count = len(set(expired) - remaining)
-        log.info("Expired %d snapshots of %s older than %s", count, self.describe(), horizon)
-        return count
+        table.maintenance.expire_snapshots().by_ids(expired).commit()
+        log.info(
+            "Expired %d snapshots of %s older than %s",
+            len(expired),
+            self.describe(),
+            horizon.isoformat(timespec="seconds"),
+        )
+        return len(expired)
 
     def _remove_orphans(self, min_age: timedelta, log: Logger) -> tuple[int, int]:
         table = self.load_table()
@@ -543,12 +535,16 @@ class IcebergSink:
 
         scheme, netloc, root = io.parse_location(table.location(), io.properties)
         filesystem = io.fs_by_scheme(scheme, netloc)
-        listed = filesystem.get_file_info(FileSelector(root.rstrip("/"), recursive=True))
-        # Referenced files are gathered after listing: a file committed in between is referenced.
-        referenced = {
-            io.parse_location(location, io.properties)[2] for location in _referenced(table)
-        }
         horizon = datetime.now(timezone.utc) - min_age
+        listed = filesystem.get_file_info(
+            FileSelector(root.rstrip("/"), recursive=True, allow_not_found=True)
+        )
+        # What the table references is read after the listing: a file committed meanwhile is
+        # referenced by then (and young anyway).
+        current = self.load_table() or table
+        referenced = {
+            io.parse_location(location, io.properties)[2] for location in _referenced(current)
+        }
         removed, size = 0, 0
         for info in listed:
             if info.type != FileType.File or info.path in referenced:
@@ -566,13 +562,119 @@ class IcebergSink:
             size += info.size or 0
         if removed:
             log.info(
-                "Removed %d orphan files (%d bytes) under %s older than %s",
+                "Removed %d orphan files (%d bytes) of %s, unreferenced since before %s",
                 removed,
                 size,
                 self.describe(),
-                horizon,
+                horizon.isoformat(timespec="seconds"),
             )
         return removed, size
+
+
+def _days_of(table: Table, data_file: DataFile) -> tuple[date, date] | None:
+    """The first and last ``session_end_on`` of a data file, from its column bounds."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.types import DateType
+
+    field_id = table.schema().find_field(PARTITION_COLUMN).field_id
+    lower = (data_file.lower_bounds or {}).get(field_id)
+    upper = (data_file.upper_bounds or {}).get(field_id)
+    if lower is None or upper is None:
+        return None
+    epoch = date(1970, 1, 1)
+    return (
+        epoch + timedelta(days=int(from_bytes(DateType(), lower))),
+        epoch + timedelta(days=int(from_bytes(DateType(), upper))),
+    )
+
+
+def _day_files(table: Table) -> list[_DayFiles]:
+    """The live data files of the current snapshot by day (files spanning days left out, and
+    days with delete files, which another engine wrote)."""
+    groups: dict[date, list[DataFile]] = {}
+    with_deletes: set[date] = set()
+    for task in table.scan().plan_files():
+        span = _days_of(table, task.file)
+        if span is None or span[0] != span[1]:
+            continue
+        groups.setdefault(span[0], []).append(task.file)
+        if task.delete_files:
+            with_deletes.add(span[0])
+    return [
+        _DayFiles(day, files) for day, files in sorted(groups.items()) if day not in with_deletes
+    ]
+
+
+def _replace_files(
+    transaction: Transaction,
+    table: Table,
+    properties: dict[str, str],
+    *,
+    merge_min_count: int | None = None,
+) -> _OverwriteFiles:
+    """The snapshot producer of every commit of this sink (see :func:`_replace_files_class`)."""
+    from pyiceberg.table import TableProperties
+    from pyiceberg.table.snapshots import Operation
+
+    producer = _replace_files_class()(
+        operation=Operation.OVERWRITE if table.current_snapshot() else Operation.APPEND,
+        transaction=transaction,
+        io=table.io,
+        snapshot_properties=properties,
+    )
+    if merge_min_count is None:
+        merge_min_count = int(
+            table.properties.get(
+                TableProperties.MANIFEST_MIN_MERGE_COUNT,
+                TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT,
+            )
+        )
+    producer.merge_min_count = merge_min_count  # type: ignore[attr-defined]
+    return producer
+
+
+@functools.cache
+def _replace_files_class() -> type[_OverwriteFiles]:
+    """pyiceberg's overwrite producer with two fixes to its manifests (pyiceberg 0.12).
+
+    pyiceberg carries a manifest into the next snapshot even when every entry of it was deleted:
+    with a window replaced per run, two more manifests per run, forever, each read by every
+    query planning. Here a manifest without a live file is dropped (Iceberg's Java writer does
+    the same), and small manifests are merged as Iceberg's writers merge them on commit, once
+    there are ``commit.manifest.min-count-to-merge`` of them (maintenance: two).
+    """
+    from pyiceberg.manifest import ManifestContent, ManifestFile
+    from pyiceberg.table import TableProperties
+    from pyiceberg.table.update.snapshot import _ManifestMergeManager, _OverwriteFiles
+
+    class ReplaceFiles(_OverwriteFiles):
+        merge_min_count = TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT
+
+        def _existing_manifests(self) -> list[ManifestFile]:
+            return [
+                manifest
+                for manifest in super()._existing_manifests()
+                if manifest.has_added_files() or manifest.has_existing_files()
+            ]
+
+        def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
+            target = int(
+                self._transaction.table_metadata.properties.get(
+                    TableProperties.MANIFEST_TARGET_SIZE_BYTES,
+                    TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT,
+                )
+            )
+            data = [m for m in manifests if m.content == ManifestContent.DATA]
+            deletes = [m for m in manifests if m.content != ManifestContent.DATA]
+            merger = _ManifestMergeManager(
+                target_size_bytes=target,
+                min_count_to_merge=self.merge_min_count,
+                merge_enabled=True,
+                snapshot_producer=self,
+            )
+            return merger.merge_manifests(data) + deletes
+
+    return ReplaceFiles
 
 
 def _referenced(table: Table) -> set[str]:
