@@ -34,7 +34,11 @@ from airflow_provider_lucca.operators.realized_trainings import (
     asset_uri,
     storage_url,
 )
-from airflow_provider_lucca.operators.table_sinks import delta_location, iceberg_asset_uri
+from airflow_provider_lucca.operators.table_sinks import (
+    delta_location,
+    iceberg_asset_uri,
+    iceberg_sink,
+)
 
 #: The formats whose output is a table (one commit per run) rather than files with manifests.
 TABLE_FORMATS = ("delta", "iceberg")
@@ -92,7 +96,16 @@ def read_table(first: date, last: date, columns: list[str], version: int | None 
         table = deltalake.DeltaTable(uri, version=version, storage_options=options)
         day = ds.field(PARTITION_COLUMN)
         return table.to_pyarrow_table(columns=columns, filters=(day >= first) & (day <= last))
-    raise NotImplementedError(f"LUCCA_FILE_FORMAT={FILE_FORMAT!r} is not a table format")
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+
+    window = And(
+        GreaterThanOrEqual(PARTITION_COLUMN, first.isoformat()),
+        LessThanOrEqual(PARTITION_COLUMN, last.isoformat()),
+    )
+    scan = _iceberg_table().scan(
+        row_filter=window, selected_fields=tuple(columns), snapshot_id=version
+    )
+    return scan.to_arrow().select(columns)
 
 
 def table_commits() -> list[dict[str, Any]]:
@@ -107,4 +120,26 @@ def table_commits() -> list[dict[str, Any]]:
         uri, options = delta_location(storage_url(OUTPUT_PATH))
         history: list[dict[str, Any]] = deltalake.DeltaTable(uri, storage_options=options).history()
         return history
-    raise NotImplementedError(f"LUCCA_FILE_FORMAT={FILE_FORMAT!r} is not a table format")
+    snapshots = sorted(
+        _iceberg_table().snapshots(),
+        key=lambda snapshot: (snapshot.timestamp_ms, snapshot.sequence_number or 0),
+        reverse=True,
+    )
+    return [
+        {
+            **snapshot.summary.additional_properties,
+            "version": snapshot.snapshot_id,
+            "timestamp": snapshot.timestamp_ms,
+            "operation": snapshot.summary.operation.value,
+        }
+        for snapshot in snapshots
+    ]
+
+
+def _iceberg_table() -> Any:
+    table = iceberg_sink(ICEBERG_CONN_ID, ICEBERG_TABLE).load_table()
+    if table is None:
+        raise LookupError(
+            f"No Iceberg table {ICEBERG_TABLE} in the catalog of connection {ICEBERG_CONN_ID!r}."
+        )
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -235,6 +236,21 @@ def run_example_tasks(settings: Callable[..., None], **env: str) -> tuple[dict[s
     )
 
 
+def iceberg_conn_json(home: Path) -> str:
+    """``iceberg_default``: a SQLite catalog with its warehouse on local disk, under ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    return json.dumps(
+        {
+            "conn_type": "generic",
+            "extra": {
+                "type": "sql",
+                "uri": f"sqlite:///{home / 'catalog.db'}",
+                "warehouse": (home / "warehouse").as_uri(),
+            },
+        }
+    )
+
+
 def extracted_days() -> set[str]:
     days = set()
     for run in RUNS:
@@ -271,6 +287,7 @@ def test_the_report_is_the_same_in_every_format(
     # 300 records over 2025: days without records in every month, which a table does not hold.
     sandbox = SandboxServer(SandboxConfig(records=300)).start()
     monkeypatch.setenv("AIRFLOW_CONN_LUCCA_DEFAULT", lucca_conn_json(sandbox.url))
+    monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_conn_json(tmp_path / "catalog"))
     try:
         reports = {
             file_format: run_example_tasks(
@@ -278,7 +295,7 @@ def test_the_report_is_the_same_in_every_format(
                 LUCCA_FILE_FORMAT=file_format,
                 LUCCA_OUTPUT_PATH=(tmp_path / file_format).as_uri(),
             )[0]
-            for file_format in ("jsonl", "parquet", "delta")
+            for file_format in ("jsonl", "parquet", "delta", "iceberg")
         }
     finally:
         sandbox.stop()
@@ -293,11 +310,16 @@ def test_the_report_is_the_same_in_every_format(
         assert report == truth, file_format
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("file_format", ["delta", pytest.param("iceberg", marks=pytest.mark.slow)])
 def test_verify_checks_the_table_at_the_version_the_run_committed(
-    settings: Callable[..., None], lucca_conn: SandboxServer, tmp_path: Path
+    settings: Callable[..., None],
+    lucca_conn: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    file_format: str,
 ) -> None:
-    settings(LUCCA_FILE_FORMAT="delta", LUCCA_OUTPUT_PATH=(tmp_path / "table").as_uri())
+    monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_conn_json(tmp_path / "catalog"))
+    settings(LUCCA_FILE_FORMAT=file_format, LUCCA_OUTPUT_PATH=(tmp_path / "table").as_uri())
     import lucca_common
     import lucca_verify
 
@@ -306,9 +328,15 @@ def test_verify_checks_the_table_at_the_version_the_run_committed(
             task_id="extract", **lucca_common.OUTPUT_TARGET, **RUNS[0]
         )
         first = extract.execute({"run_id": "manual__first"})
-        # A later run replaces the same days: the first run's version still verifies.
-        extract.execute({"run_id": "manual__second"})
+        # A later run replaces the same days with fewer records: the first run's version still
+        # verifies, and so does the later one's.
+        attended = RealizedTrainingsOperator(
+            task_id="attended", **lucca_common.OUTPUT_TARGET, **RUNS[0], has_attended=True
+        )
+        second = attended.execute({"run_id": "manual__second"})
+    assert second["records"] < first["records"]
     assert lucca_verify.verify.function(first) == first
+    assert lucca_verify.verify.function(second) == second
 
     miscounted = {**first, "partitions": {**first["partitions"], "2025-11-03": 999}}
     with pytest.raises(ValueError, match=r"2025-11-03.*999"):
