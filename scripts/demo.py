@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ DEMO_DIR = Path(os.environ.get("LUCCA_DEMO_DIR") or ROOT / "data" / "demo")
 #: ``--format`` values: the DAGs' LUCCA_FILE_FORMAT (dags/lucca_common.py).
 FORMATS = ("jsonl", "parquet", "delta", "iceberg")
 ICEBERG_TABLE = "lucca.realized_trainings"
+ICEBERG_CONN_ID = "iceberg_demo"
 HISTORY = (date(2025, 1, 1), date(2025, 4, 1))
 DAILY_DAYS = [date(2025, 4, 1), date(2025, 4, 2), date(2025, 4, 3)]
 SANDBOX_RPM = 600
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "delta":
             print_delta_table(output)
         elif args.format == "iceberg":
-            print_iceberg_table(env)
+            print_iceberg_table(DEMO_DIR / "iceberg")
         else:
             print_partitions(output)
         print_report(output)
@@ -115,7 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nRequests to the sandbox: {stats['requests']} "
                 f"(by status: {stats['by_status']}); every page paced under {SANDBOX_RPM}/min."
             )
-        print(f"\nDone in {time.monotonic() - started:.0f} s. Data: {output}")
+        if args.format == "iceberg":
+            catalog = DEMO_DIR / "iceberg"
+            data = (
+                f"{ICEBERG_TABLE} in {catalog / 'catalog.db'} (warehouse {catalog / 'warehouse'})"
+            )
+            data += f", reports under {output}"
+        else:
+            data = str(output)
+        print(f"\nDone in {time.monotonic() - started:.0f} s. Data: {data}")
         print(f"Airflow task logs: {DEMO_DIR / 'airflow_home' / 'logs'}")
         return 0
     finally:
@@ -134,8 +144,6 @@ def run_dags(env: dict[str, str], spec: list[str]) -> None:
 
 
 def print_partitions(output: Path) -> None:
-    import json
-
     by_month: dict[str, list[int]] = {}
     for manifest_path in sorted(output.glob("session_end_on=*/_manifest.json")):
         manifest = json.loads(manifest_path.read_text())
@@ -152,9 +160,25 @@ def print_partitions(output: Path) -> None:
         print(f"Example manifest: {sample}")
 
 
-def iceberg_settings(home: Path) -> dict[str, str]:
+def iceberg_catalog(home: Path) -> dict[str, str]:
     """The demo's Iceberg catalog: SQLite, its warehouse on local disk, both under ``home``."""
-    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{home / 'catalog.db'}",
+        "warehouse": (home / "warehouse").as_uri(),
+    }
+
+
+def iceberg_settings(home: Path) -> dict[str, str]:
+    """The DAGs' Iceberg settings: the table in the demo's catalog, through its own connection
+    (a catalog the user configured as ``iceberg_default`` is left alone)."""
+    connection = {"conn_type": "generic", "extra": iceberg_catalog(home)}
+    return {
+        f"AIRFLOW_CONN_{ICEBERG_CONN_ID.upper()}": json.dumps(connection),
+        "LUCCA_ICEBERG_CONN_ID": ICEBERG_CONN_ID,
+        "LUCCA_ICEBERG_TABLE": ICEBERG_TABLE,
+    }
 
 
 def print_records_by_month(title: str, days: list[date]) -> None:
@@ -170,8 +194,9 @@ def print_records_by_month(title: str, days: list[date]) -> None:
     print(f"    {'total':<8} {total_days:>5} {len(days):>8}")
 
 
-def print_history(title: str, commits: list[dict[str, Any]]) -> None:
-    """One line per commit, newest first, then the run metadata of the latest run's commit."""
+def print_history(title: str, commits: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> None:
+    """One line per commit, newest first, then the run metadata (``lucca.*``, and ``keys``) of
+    the latest run's commit."""
     print(f"\n{title}")
     width = max([len("version"), *(len(str(commit["version"])) for commit in commits)])
     print(f"    {'version':>{width}}  {'operation':<10} {'window':<24} {'records':>7}  run")
@@ -189,7 +214,7 @@ def print_history(title: str, commits: list[dict[str, Any]]) -> None:
     if latest is not None:
         print(f"Run metadata of version {latest['version']}:")
         for key, value in sorted(latest.items()):
-            if key.startswith("lucca."):
+            if key.startswith("lucca.") or key in keys:
                 print(f"    {key:<24} {value}")
 
 
@@ -203,8 +228,34 @@ def print_delta_table(output: Path) -> None:
     print_history("Table history (DeltaTable.history(), DESCRIBE HISTORY), newest first:", commits)
 
 
-def print_iceberg_table(env: dict[str, str]) -> None:
-    raise NotImplementedError("the Iceberg sink is being built (issue 11)")
+def print_iceberg_table(home: Path) -> None:
+    from pyiceberg.catalog import load_catalog
+
+    # A SQL catalog keeps the tables of each catalog name apart: the DAGs name it after the
+    # connection.
+    catalog = load_catalog(ICEBERG_CONN_ID, **iceberg_catalog(home))
+    table = catalog.load_table(ICEBERG_TABLE)
+    scan = table.scan(selected_fields=("session_end_on",))
+    days = scan.to_arrow().column("session_end_on").to_pylist()
+    current = table.current_snapshot()
+    print_records_by_month(
+        f"Iceberg table {ICEBERG_TABLE} ({table.location()}), snapshot {current.snapshot_id}:",
+        days,
+    )
+    snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.timestamp_ms, reverse=True)
+    commits = [
+        {
+            **snapshot.summary.additional_properties,
+            "version": snapshot.snapshot_id,
+            "operation": snapshot.summary.operation.value.upper(),
+        }
+        for snapshot in snapshots
+    ]
+    print_history(
+        "Snapshot log (snapshot summaries), newest first:",
+        commits,
+        keys=("added-records", "deleted-records", "total-records", "changed-partition-count"),
+    )
 
 
 def print_report(output: Path) -> None:
