@@ -186,6 +186,27 @@ class BenchSandbox:
         return float(times.user + times.system)
 
 
+def iceberg_catalog_connection(
+    conn_id: str, directory: Path, warehouse: str | None = None, **properties: str
+) -> str:
+    """Define ``conn_id`` as a pyiceberg SQL catalog in ``directory`` (SQLite); return the id.
+
+    The warehouse is ``directory/warehouse`` unless given (``s3://...``, with ``aws_conn_id`` or
+    ``s3.*`` in ``properties``). Like the sandbox's, the connection is an environment variable,
+    read the way a deployment's would be.
+    """
+    extra = {
+        "type": "sql",
+        "uri": f"sqlite:///{directory / 'catalog.db'}",
+        "warehouse": warehouse or (directory / "warehouse").as_uri(),
+        **properties,
+    }
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "generic", "extra": extra}
+    )
+    return conn_id
+
+
 @dataclass
 class OperatorRun:
     """One ``RealizedTrainingsOperator.execute`` and what it cost."""
@@ -214,7 +235,7 @@ class OperatorRun:
 
 def run_operator(
     conn_id: str,
-    output: str,
+    output: str | None,
     *,
     start: date | None = None,
     end: date | None = None,
@@ -223,17 +244,25 @@ def run_operator(
     lookback_days: int = 0,
     timeline: bool = False,
     on_response: Callable[[], None] | None = None,
+    iceberg_table: str | None = None,
+    iceberg_conn_id: str | None = None,
 ) -> OperatorRun:
     """Run the operator the way the task runner does (with its execute sentinel), timed.
 
     Either an explicit window (``start``/``end``, like the history DAG's rendered params) or a
     ``context`` with a data interval (like the daily DAG). A new operator, hence a new hook,
-    client and connection pool, is built for every run, as in a fresh task process.
+    client and connection pool, is built for every run, as in a fresh task process. An Iceberg
+    run has no ``output``: its table and catalog connection say where the records go.
     """
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
     from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 
+    iceberg: dict[str, Any] = {}
+    if iceberg_table is not None:
+        iceberg["iceberg_table"] = iceberg_table
+    if iceberg_conn_id is not None:
+        iceberg["iceberg_conn_id"] = iceberg_conn_id
     operator = RealizedTrainingsOperator(
         task_id="extract",
         lucca_conn_id=conn_id,
@@ -242,6 +271,7 @@ def run_operator(
         session_end_until=end.isoformat() if end else None,
         file_format=file_format,
         lookback_days=lookback_days,
+        **iceberg,
     )
     client = operator.hook.client
     events: list[tuple[float, int]] = []

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     SANDBOX_KEY,
+    iceberg_catalog_connection,
     isolate_airflow,
     run_operator,
     scratch_dir,
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--start", type=date.fromisoformat, required=True)
     parser.add_argument("--end", type=date.fromisoformat, required=True)
+    parser.add_argument(
+        "--file-format", default="jsonl", choices=("jsonl", "parquet", "delta", "iceberg")
+    )
     args = parser.parse_args(argv)
 
     import psutil
@@ -85,18 +89,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     import airflow_provider_lucca.operators.realized_trainings  # noqa: F401  (imports first)
 
+    if args.file_format == "delta":
+        import deltalake  # noqa: F401  (the table library too, before "before the run")
+    elif args.file_format == "iceberg":
+        import pyiceberg.catalog.sql
+        import pyiceberg.io.pyarrow  # noqa: F401
+
     def count() -> None:
         answers[0] += 1
 
     rss_before = process.memory_info().rss
     run_started = time.perf_counter() - began
     with scratch_dir("memory") as out:
+        # An Iceberg table lives in a catalog of its own in the scratch directory (SQLite, local
+        # warehouse); the other formats write under its lake/ root.
+        output: str | None = (out / "lake").as_uri()
+        iceberg: dict[str, str] = {}
+        if args.file_format == "iceberg":
+            output = None
+            iceberg["iceberg_table"] = "lucca.realized_trainings"
+            iceberg["iceberg_conn_id"] = iceberg_catalog_connection("lucca_memory_iceberg", out)
         run = run_operator(
             "lucca_memory",
-            (out / "lake").as_uri(),
+            output,
             start=args.start,
             end=args.end,
             on_response=count,
+            file_format=args.file_format,
+            **iceberg,
         )
     done.set()
     sampler.join()

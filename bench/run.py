@@ -8,7 +8,9 @@ loopback) and reports a ratio to a reference measured in the same run:
 2. pacing at a (scaled) limit: wall time vs requests/limit, 429s; and unpaced against it;
 3. CPU throughput unthrottled: the operator vs a plain requests loop (and the sandbox's ceiling);
 4. memory: peak RSS for 10,000 vs 500,000 records, fresh processes;
-5. faults: 5% of requests answered 503/429, records exact, time vs a clean run.
+5. faults: 5% of requests answered 503/429, records exact, time vs a clean run;
+6. tables: Delta and Iceberg vs Parquet files (throughput, commit on S3 with its requests, peak
+   RSS, the weekly maintenance).
 
 Prints a Markdown table and writes ``bench/results/latest.{json,png,md}``. Exits 1 if a scenario
 crashed; a missed target is printed as MISSED but is a result, not a failure of the benchmark.
@@ -30,7 +32,7 @@ from bench.common import ScenarioResult, expected_counts, isolate_airflow, use_s
 SCRATCH = use_scratch_root()
 isolate_airflow()
 
-from bench import report, scenarios  # noqa: E402
+from bench import report, scenarios, tables  # noqa: E402
 from bench.common import BenchSandbox  # noqa: E402
 
 NOTES = [
@@ -64,7 +66,7 @@ NOTES = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="1,2,3,4,5", help="comma list of scenario numbers (default: all)"
+        "--only", default="1,2,3,4,5,6", help="comma list of scenario numbers (default: all)"
     )
     parser.add_argument(
         "--results", type=Path, default=report.RESULTS, help="output directory (bench/results)"
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
 
     y0, y1 = scenarios.YEAR_START, scenarios.LAST_DAY
-    needs_main = only & {"1", "2", "3", "5"}
+    needs_main = only & {"1", "2", "3", "5", "6"}
     if needs_main:
         print("==> starting the sandbox (100,000 records over 2025)", flush=True)
         counts = expected_counts(scenarios.MAIN_RECORDS, y0, y1)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         lambda: scenarios.efficiency(main_bench, small, conn),
                     )
             attempt("5", "Faults", lambda: scenarios.faults(main_bench))
+            attempt("6", "Tables (Delta, Iceberg)", lambda: tables.tables(main_bench))
             attempt("2", "Pacing", lambda: scenarios.pacing(main_bench))
     attempt("4", "Memory", scenarios.memory)
     results.sort(key=lambda result: result.name)
