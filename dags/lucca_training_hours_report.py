@@ -51,11 +51,14 @@ def derive(summary: ExtractionSummary) -> list[str]:
     # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH.
     base = ObjectStoragePath(storage_url(OUTPUT_PATH) if table else summary["output_path"])
     months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
+    commits = table_commits() if table else []
     written = []
     for month in months:
         path = base / REPORT_DIR / f"month={month:%Y-%m}.csv"
-        report = table_hours_report(month) if table else training_hours_report(base, month)
-        write_whole(path, report)
+        write_whole(
+            path,
+            table_hours_report(month, commits) if table else training_hours_report(base, month),
+        )
         written.append(str(path))
     print("Reports:", *written, sep="\n  ")
     return written
@@ -73,16 +76,16 @@ def training_hours_report(base: StoragePath, month: date) -> bytes:
     return report_csv(month, len(committed), records())
 
 
-def table_hours_report(month: date) -> bytes:
+def table_hours_report(month: date, commits: list[dict[str, Any]]) -> bytes:
     """CSV of one month of the configured table, at its latest snapshot.
 
     A table keeps no trace of a day extracted empty; the days extracted are those that the runs
-    in its history covered (their ``lucca.window_*``), and any day that holds rows.
+    in its history (``commits``, from :func:`table_commits`) covered, and any day holding rows.
     """
     days = month_days(month)
     rows = read_table(days[0], days[-1], TABLE_COLUMNS)
     covered = set(rows.column(PARTITION_COLUMN).to_pylist())
-    for commit in table_commits():
+    for commit in commits:
         if "lucca.window_from" in commit:
             start = date.fromisoformat(commit["lucca.window_from"])
             until = date.fromisoformat(commit["lucca.window_until"])
