@@ -31,10 +31,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pendulum
 import pytest
+from airflow.sdk import DAG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_lucca import __version__
+from airflow_provider_lucca.client import LuccaConfigError
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -42,6 +46,8 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.sinks import iceberg as iceberg_module
 from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
 from airflow_provider_lucca.extraction.window import DateWindow
+from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from airflow_provider_lucca.operators.table_sinks import iceberg_catalog_properties
 from lucca_sandbox import BOUNDS, SandboxConfig, SandboxServer
 from tests.helpers import SANDBOX_KEY, client_for
 
@@ -506,7 +512,7 @@ def test_each_run_is_one_snapshot_describing_the_run(
         "lucca.run_id": "scheduled__2025-03-05",
         "lucca.run_token": summary["run_token"],
         "lucca.extracted_at": info["lucca.extracted_at"],
-        "lucca.provider_version": iceberg_module.__version__,
+        "lucca.provider_version": __version__,
     }
     assert summary["records"] > 0
     assert int(info["added-records"]) == summary["records"]
@@ -767,3 +773,379 @@ def test_two_first_runs_at_once_both_create_nothing_twice_and_succeed(
     assert [child.returncode for child in children] == [0, 0], outputs
     assert read_all(local_lake) == truth(sandbox.records, "2025-05-01", "2025-05-15")
     assert sum("Created Iceberg table" in text for text in outputs) == 1
+
+
+# --------------------------------------------------------------------------- the operator
+
+CONN_ID = "iceberg_test"
+
+
+def operator(**params: Any) -> RealizedTrainingsOperator:
+    with DAG("lucca_iceberg", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        return RealizedTrainingsOperator(
+            task_id="extract",
+            file_format="iceberg",
+            iceberg_table=params.pop("iceberg_table", TABLE),
+            iceberg_conn_id=CONN_ID,
+            session_end_from=params.pop("session_end_from", "2025-03-01"),
+            session_end_until=params.pop("session_end_until", "2025-03-15"),
+            **params,
+        )
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, **connection: Any) -> None:
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "generic", **connection})
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["file", "s3"])
+def test_the_operator_commits_the_window_to_the_table_of_its_connection(
+    lucca_conn: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    store: str,
+) -> None:
+    if store == "s3":
+        lake = request.getfixturevalue("s3_lake")
+        extra = {"type": "sql", "uri": lake.catalog["uri"], "warehouse": lake.warehouse}
+        extra["aws_conn_id"] = "aws_local"  # the Amazon connection gives the s3.* properties
+    else:
+        lake = request.getfixturevalue("local_lake")
+        extra = lake.catalog
+    set_connection(monkeypatch, extra=extra)
+    op = operator()
+    assert [outlet.uri for outlet in op.outlets] == [
+        f"iceberg://{CONN_ID}/lucca/realized_trainings"
+    ]
+
+    summary = op.execute({"run_id": "manual__iceberg"})
+
+    assert read_all_in(lake, CONN_ID) == truth(lucca_conn.records, "2025-03-01", "2025-03-15")
+    metadata = json.loads(lake.read_bytes(str(lake.metadata_location(catalog=CONN_ID))))
+    (snapshot,) = metadata["snapshots"]
+    assert summary["table_version"] == snapshot["snapshot-id"]
+    assert snapshot["summary"]["lucca.run_id"] == "manual__iceberg"
+    assert summary["output_path"] == f"Iceberg table {TABLE} (catalog {CONN_ID})"
+    assert metadata["location"].startswith(lake.warehouse)
+
+
+def read_all_in(lake: Lake, catalog: str) -> list[dict[str, Any]]:
+    """The three readers, on a table of the catalog named ``catalog``."""
+    from pyiceberg.catalog import load_catalog
+
+    loaded = load_catalog(catalog, **lake.catalog).load_table(TABLE)
+    rows = by_id(loaded.scan().to_arrow().to_pylist())
+    location = lake.metadata_location(catalog=catalog)
+    assert by_id(_polars_rows(lake, str(location))) == rows
+    return rows
+
+
+def _polars_rows(lake: Lake, location: str) -> list[dict[str, Any]]:
+    import polars as pl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pl.exceptions.PerformanceWarning)
+        frame = pl.scan_iceberg(location, storage_options=lake.s3_options or None).collect()
+    return frame.to_dicts()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "table", ["lucca", "lucca.", ".t", "lucca.realized-trainings", "a b.c", 42]
+)
+def test_a_bad_table_identifier_fails_when_the_dag_is_parsed(table: object) -> None:
+    with pytest.raises(LuccaConfigError, match=r"Invalid iceberg_table=.*namespace\.table"):
+        operator(iceberg_table=table)
+
+
+def test_an_output_path_with_iceberg_fails_when_the_dag_is_parsed() -> None:
+    with pytest.raises(
+        LuccaConfigError, match=r"output_path is not used with file_format='iceberg'"
+    ):
+        operator(output_path="file:///data/lucca")
+
+
+def test_the_connection_becomes_catalog_properties(
+    monkeypatch: pytest.MonkeyPatch, moto_s3: str, s3_bucket: str
+) -> None:
+    set_connection(
+        monkeypatch,
+        host="catalog.example.com",
+        port=8181,
+        schema="api/catalog",
+        login="client-id",
+        password="client-secret",
+        extra={
+            "warehouse": "lake",
+            "rest-metrics-reporting-enabled": False,
+            "s3.region": "eu-west-3",
+        },
+    )
+    assert iceberg_catalog_properties(CONN_ID) == {
+        "warehouse": "lake",
+        "rest-metrics-reporting-enabled": "false",
+        "s3.region": "eu-west-3",
+        "uri": "https://catalog.example.com:8181/api/catalog",
+        "credential": "client-id:client-secret",
+    }
+
+    set_connection(monkeypatch, host="http://127.0.0.1:8181/", password="a-bearer-token")
+    assert iceberg_catalog_properties(CONN_ID) == {
+        "uri": "http://127.0.0.1:8181",
+        "token": "a-bearer-token",
+    }
+
+    # A SQL catalog keeps its own uri; login / password are not a REST credential there. The
+    # Amazon connection's keys, region and endpoint become the s3.* properties, unless the extra
+    # sets one itself.
+    set_connection(
+        monkeypatch,
+        host="ignored.example.com",
+        login="user",
+        password="pass",
+        extra={
+            "type": "sql",
+            "uri": "sqlite:////tmp/catalog.db",
+            "warehouse": f"s3://{s3_bucket}/warehouse",
+            "aws_conn_id": "aws_local",
+            "s3.region": "eu-west-3",
+        },
+    )
+    assert iceberg_catalog_properties(CONN_ID) == {
+        "type": "sql",
+        "uri": "sqlite:////tmp/catalog.db",
+        "warehouse": f"s3://{s3_bucket}/warehouse",
+        "s3.region": "eu-west-3",
+        "s3.access-key-id": "test",
+        "s3.secret-access-key": "test",
+        "s3.endpoint": moto_s3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("connection", "message"),
+    [
+        (None, r"connection 'iceberg_test' could not be read"),
+        ({"extra": {"warehouse": "s3://lake"}}, r"'iceberg_test' does not describe an Iceberg"),
+        ({"extra": {"type": "sql", "uri": {"nested": 1}}}, r"has a dict under 'uri'"),
+        ({"extra": {"type": "sql", "aws_conn_id": 3}}, r"invalid 'aws_conn_id'"),
+    ],
+)
+def test_a_wrong_connection_fails_before_any_request_naming_it(
+    lucca_conn: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    connection: dict[str, Any] | None,
+    message: str,
+) -> None:
+    if connection is not None:
+        set_connection(monkeypatch, **connection)
+    op = operator()
+    with pytest.raises(LuccaConfigError, match=message) as raised:
+        op.execute({"run_id": "manual__iceberg"})
+    assert '"type": "sql", "uri": "sqlite:///' in str(raised.value)  # the expected form
+    assert lucca_conn.stats()["requests"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Deprecated in 0.8.0:DeprecationWarning")
+def test_a_catalog_that_cannot_load_fails_without_showing_its_secrets(
+    lucca_conn: SandboxServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.helpers import free_port
+
+    secret = "s3cr3t-client-password"
+    set_connection(
+        monkeypatch,
+        host=f"http://127.0.0.1:{free_port()}",
+        login="client",
+        password=secret,
+        extra={"s3.secret-access-key": "another-s3cr3t-key"},
+    )
+    op = operator()
+    with pytest.raises(LuccaConfigError, match=r"catalog of connection 'iceberg_test'") as raised:
+        op.execute({"run_id": "manual__iceberg"})
+    assert lucca_conn.stats()["requests"] == 0
+    for text in (str(raised.value), caplog.text, repr(op)):
+        assert secret not in text
+        assert "another-s3cr3t-key" not in text
+
+
+@pytest.mark.parametrize("mismatch", ["schema", "partitioning"])
+def test_an_existing_table_that_does_not_fit_fails_before_any_request_naming_it(
+    lucca_conn: SandboxServer, local_lake: Lake, monkeypatch: pytest.MonkeyPatch, mismatch: str
+) -> None:
+    import pyarrow as pa
+    from pyiceberg.catalog import load_catalog
+
+    from airflow_provider_lucca.extraction.schema import RecordSchema
+
+    schema = RecordSchema(pa, partition_column=True).arrow
+    if mismatch == "schema":
+        index = schema.get_field_index("durationInHours")
+        schema = schema.set(index, pa.field("durationInHours", pa.float64()))
+    catalog = load_catalog(CONN_ID, **local_lake.catalog)
+    catalog.create_namespace("lucca")
+    catalog.create_table(TABLE, schema=schema)  # unpartitioned
+    set_connection(monkeypatch, extra=local_lake.catalog)
+
+    expected = "schema this provider cannot" if mismatch == "schema" else "not partitioned by"
+    with pytest.raises(LuccaConfigError, match=rf"iceberg_table='{TABLE}' exists .*{expected}"):
+        operator().execute({"run_id": "manual__iceberg"})
+    assert lucca_conn.stats()["requests"] == 0
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def live_files_by_day(lake: Lake) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in live_data_files(lake, table_metadata(lake)):
+        day = path.split("session_end_on=")[1].split("/")[0]
+        counts[day] = counts.get(day, 0) + 1
+    return counts
+
+
+def current_manifests(lake: Lake) -> int:
+    metadata = table_metadata(lake)
+    (snapshot,) = [
+        s for s in metadata["snapshots"] if s["snapshot-id"] == metadata["current-snapshot-id"]
+    ]
+    return len(read_avro(lake, snapshot["manifest-list"]))
+
+
+def daily_runs(url: str, sink: IcebergSink, first: str, days: int) -> None:
+    """Daily runs with a 3-day lookback, as a schedule makes them."""
+    for n in range(days):
+        day = date.fromisoformat(first) + timedelta(n)
+        extract(url, sink, day.isoformat(), (day + timedelta(1)).isoformat(), lookback_days=3)
+
+
+@pytest.mark.slow
+def test_maintenance_compacts_each_day_into_one_file_and_keeps_every_row(
+    sandbox: SandboxServer, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(iceberg_module, "CHUNK_ROWS", 2)  # days of several files
+    sink = lake.sink()
+    daily_runs(sandbox.url, sink, "2025-03-04", 4)
+    before = read_all(lake)
+    assert before == truth(sandbox.records, "2025-03-01", "2025-03-08")
+    assert max(live_files_by_day(lake).values()) > 1
+    assert current_manifests(lake) > 1
+
+    result = sink.maintain(retention=timedelta(days=7), log=LOG)
+
+    assert read_all(lake) == before
+    assert set(live_files_by_day(lake).values()) == {1}
+    assert current_manifests(lake) == 1
+    assert result["compacted_days"] == sum(
+        1
+        for day in day_range("2025-03-01", "2025-03-08")
+        if sum(1 for r in before if r["session_end_on"].isoformat() == day) > 2
+    )
+    assert result["expired_snapshots"] == result["orphan_files_removed"] == 0
+    metadata = table_metadata(lake)
+    assert metadata["snapshots"][-1]["summary"]["lucca.maintenance"] == "compaction"
+    assert len(metadata["snapshots"]) == 5, "time travel kept within the retention"
+
+    again = sink.maintain(retention=timedelta(days=7), log=LOG)
+    assert again["compacted_days"] == again["merged_manifests"] == 0
+    assert len(table_metadata(lake)["snapshots"]) == 5, "nothing to compact: no new snapshot"
+
+
+@pytest.mark.slow
+def test_maintenance_expires_snapshots_older_than_the_retention_keeping_the_current(
+    sandbox: SandboxServer, lake: Lake
+) -> None:
+    from pyiceberg.catalog import load_catalog
+
+    sink = lake.sink()
+    daily_runs(sandbox.url, sink, "2025-03-04", 3)
+    old = table_metadata(lake)["snapshots"][0]["snapshot-id"]
+    assert sink.maintain(retention=timedelta(days=7), log=LOG)["expired_snapshots"] == 0
+    snapshots = table_metadata(lake)["snapshots"]
+    before = read_all(lake)
+
+    result = sink.maintain(retention=timedelta(0), log=LOG)
+
+    metadata = table_metadata(lake)
+    assert [s["snapshot-id"] for s in metadata["snapshots"]] == [metadata["current-snapshot-id"]]
+    assert result["expired_snapshots"] == len(snapshots) - 1
+    assert read_all(lake) == before
+    table = load_catalog(CATALOG, **lake.catalog).load_table(TABLE)
+    assert table.snapshot_by_id(old) is None  # no time travel before the retention
+
+
+@pytest.mark.slow
+def test_maintenance_removes_old_unreferenced_files_only(
+    sandbox: SandboxServer, local_lake: Lake
+) -> None:
+    sink = local_lake.sink()
+    daily_runs(sandbox.url, sink, "2025-03-04", 3)
+    location = table_metadata(local_lake)["location"]
+    data = Path(urlsplit(location).path) / "data"
+    old_orphan = data / "session_end_on=2025-03-04" / "00000-0-killed-run.parquet"
+    young_orphan = data / "session_end_on=2025-03-05" / "00000-0-running-run.parquet"
+    for orphan in (old_orphan, young_orphan):
+        orphan.write_bytes(b"PAR1 not referenced by any snapshot")
+    then = time.time() - 3 * 3600
+    os.utime(old_orphan, (then, then))
+    before = read_all(local_lake)
+
+    # Retention 0 expires every older snapshot, so the files they replaced are unreferenced,
+    # but they are minutes old: a run in flight could be writing such files.
+    result = sink.maintain(retention=timedelta(0), log=LOG)
+    assert result["orphan_files_removed"] == 1
+    assert not old_orphan.exists()
+    assert young_orphan.exists()
+    assert read_all(local_lake) == before
+    unreferenced = local_lake.files(location) - referenced_files(
+        local_lake, str(local_lake.metadata_location())
+    )
+    assert len(unreferenced) > 1
+
+    local_lake.age_files(location, hours=2)
+    result = sink.maintain(retention=timedelta(hours=1), log=LOG)
+    assert result["orphan_files_removed"] == len(unreferenced)
+    assert local_lake.files(location) == referenced_files(
+        local_lake, str(local_lake.metadata_location())
+    )
+    assert read_all(local_lake) == before
+
+
+@pytest.mark.slow
+def test_a_compaction_that_loses_to_a_run_starts_again_on_the_runs_snapshot(
+    sandbox: SandboxServer,
+    local_lake: Lake,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pyiceberg.table import Transaction
+
+    monkeypatch.setattr(iceberg_module, "CHUNK_ROWS", 2)
+    sink = local_lake.sink()
+    start, until = "2025-03-01", "2025-03-08"
+    extract(sandbox.url, sink, start, until)
+    assert max(live_files_by_day(local_lake).values()) > 1
+    gone = [r["id"] for r in sandbox.records if start <= r["sessionEndsOn"] < "2025-03-04"]
+    sandbox.configure(delete_ids=gone[: len(gone) // 2])
+
+    original = Transaction.commit_transaction
+    state = {"inside": False, "runs": 0}
+
+    def run_first(self: Transaction) -> Any:
+        # The compaction read the days and built its commit; a run commits before it does.
+        if not state["inside"] and state["runs"] == 0 and "compaction" in str(self._updates):
+            state["inside"], state["runs"] = True, 1
+            extract(sandbox.url, local_lake.sink(), start, until)
+            state["inside"] = False
+        return original(self)
+
+    monkeypatch.setattr(Transaction, "commit_transaction", run_first)
+    result = sink.maintain(retention=timedelta(days=7), log=LOG)
+
+    assert state["runs"] == 1
+    assert "committing again on the new table version" in caplog.text
+    assert read_all(local_lake) == truth(sandbox.records, start, until)
+    assert set(live_files_by_day(local_lake).values()) == {1}
+    assert result["compacted_days"] > 0

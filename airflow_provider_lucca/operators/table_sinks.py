@@ -152,7 +152,7 @@ def iceberg_catalog_properties(conn_id: str) -> dict[str, str]:
         if not isinstance(aws_conn_id, str) or not aws_conn_id:
             raise LuccaConfigError(
                 f"The extra of connection {conn_id!r} has an invalid 'aws_conn_id': expected the "
-                "id of an Amazon Web Services connection."
+                f"id of an Amazon Web Services connection. {ICEBERG_CONNECTION_FORM}"
             )
         for key, value in _aws_iceberg_properties(aws_conn_id).items():
             properties.setdefault(key, value)
