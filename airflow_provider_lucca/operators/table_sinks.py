@@ -192,11 +192,22 @@ def _aws_iceberg_properties(conn_id: str) -> dict[str, str]:
 
 
 def _redacted(text: str, properties: dict[str, str]) -> str:
-    """``text`` without any property value that could be a secret (an error message of a
-    catalog library may quote its configuration)."""
-    for key, value in properties.items():
-        if key not in ("type", "uri", "warehouse") and len(value) >= 4:
-            text = text.replace(value, "***")
+    """``text`` without any property value that could be a secret, nor the password of a URI
+    (pyiceberg's errors quote a catalog ``uri`` it cannot use)."""
+    secrets = [
+        value
+        for key, value in properties.items()
+        if key not in ("type", "uri", "warehouse") and len(value) >= 4
+    ]
+    for key in ("uri", "warehouse"):
+        try:
+            password = urlsplit(properties.get(key, "")).password
+        except ValueError:
+            password = None
+        if password:
+            secrets.append(password)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 
