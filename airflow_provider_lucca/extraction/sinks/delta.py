@@ -97,9 +97,13 @@ class DeltaSink:
             f"{PARTITION_COLUMN} >= '{first.isoformat()}' "
             f"AND {PARTITION_COLUMN} <= '{last.isoformat()}'"
         )
-        properties = self.deltalake.CommitProperties(
-            custom_metadata=commit_metadata(fields, rows.total())
-        )
+        metadata = commit_metadata(fields, rows.total())
+        properties = self.deltalake.CommitProperties(custom_metadata=metadata)
+        # A commit creating the table must not be rebased by delta-rs onto a table that another
+        # run created meanwhile: that rebase checks no conflict and removes no file, so the
+        # days both windows hold would have both runs' rows. Failing instead, it is made again
+        # on the table that now exists, where delta-rs checks the overlap.
+        creating = self.deltalake.CommitProperties(custom_metadata=metadata, max_commit_retries=0)
 
         def attempt(number: int) -> int:
             table = self.open()
@@ -107,14 +111,16 @@ class DeltaSink:
                 self.uri if table is None else table,
                 rows.reader(),
                 partition_by=[PARTITION_COLUMN],
-                # A new table takes the run's rows whole; an existing one loses only the window.
                 mode="overwrite",
-                predicate=None if table is None else predicate,
+                # The window only, on a new table too: another run may create the table between
+                # open() and this write, which then overwrites it, and without a predicate would
+                # replace that run's rows on every day.
+                predicate=predicate,
                 storage_options=self.storage_options if table is None else None,
                 description=TABLE_DESCRIPTION if table is None else None,
-                commit_properties=properties,
+                commit_properties=creating if table is None else properties,
             )
-            return self._version_of(fields["run"]["token"])
+            return self._version_of(table, fields["run"]["token"])
 
         version = commit_with_retries(
             attempt,
@@ -127,10 +133,20 @@ class DeltaSink:
         log.info("Committed version %d of %s: %s to %s", version, self.describe(), first, last)
         return Committed(rows.counts, version)
 
-    def _version_of(self, token: str) -> int:
-        """The version this run's commit made (another writer may have committed since)."""
+    def _version_of(self, written: Any, token: str) -> int:
+        """The version this run's commit made (another writer may have committed since).
+
+        A table the commit was made through is at that version. Otherwise the table is read
+        again: version 0 alone is this run's creation; after a race for the creation, the history
+        says which commit is ours. ``history`` is the last resort because delta-rs holds the GIL
+        through its requests (an S3 server in the same process, as in tests, never answers).
+        """
+        if written is not None:
+            return int(written.version())
         table = self.open()
         assert table is not None, "a commit just succeeded"
+        if table.version() == 0:
+            return 0
         for entry in table.history(self.commit_retries + 100):
             if entry.get("lucca.run_token") == token:
                 return int(entry["version"])
