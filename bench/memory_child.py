@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         output: str | None = (out / "lake").as_uri()
         iceberg: dict[str, str] = {}
         if args.file_format == "iceberg":
+            from bench.tables import ICEBERG_TABLE
+
             output = None
-            iceberg["iceberg_table"] = "lucca.realized_trainings"
+            iceberg["iceberg_table"] = ICEBERG_TABLE
             iceberg["iceberg_conn_id"] = iceberg_catalog_connection("lucca_memory_iceberg", out)
         run = run_operator(
             "lucca_memory",

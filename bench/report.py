@@ -155,7 +155,8 @@ def write_json(results: list[ScenarioResult], meta: dict[str, Any], path: Path) 
 
 
 def plot(results: list[ScenarioResult], path: Path) -> bool:
-    """RSS over time in the memory runs, and cumulative requests over time in the pacing runs."""
+    """RSS over time in the memory runs, cumulative requests over time in the pacing runs, and
+    the table formats' ratios to Parquet files: one panel per scenario that ran."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,64 +165,103 @@ def plot(results: list[ScenarioResult], path: Path) -> bool:
     by_name = {result.name: result for result in results}
     memory = next((r for name, r in by_name.items() if name.startswith("4.")), None)
     pacing = next((r for name, r in by_name.items() if name.startswith("2.")), None)
-    if not (memory and memory.data) and not (pacing and pacing.data):
-        return False
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    if memory and memory.data:
-        for size, child in memory.data.items():
-            samples = child["samples"]
-            start = child["run_started"]
-            xs = [t - start for t, _rss, _answers in samples]
-            ys = [rss / 1024 for _t, rss, _answers in samples]
-            peak = child["peak_rss_bytes"] / 1024**2
-            left.plot(
-                xs,
-                ys,
-                label=f"{int(size):,} records, {child['requests']:,} requests: peak {peak:.0f} MB",
-            )
-        left.axvline(0, color="grey", linewidth=0.8, linestyle=":")
-        left.set_xlabel("seconds since the operator run started (imports before 0)")
-        left.set_ylabel("RSS (MB)")
-        left.set_title("Memory: RSS of the operator process (fresh process per size)")
-        left.set_ylim(bottom=0)
-        left.legend(loc="lower right")
-        left.grid(alpha=0.3)
-    if pacing and pacing.data:
-        data = pacing.data
-        limit = data["limit_per_minute"]
-        for name, style in (("paced", "-"), ("unpaced", "--")):
-            points = data[f"timeline_{name}"]
-            line = right.plot(
-                [p[0] for p in points], [p[1] for p in points], style, label=f"{name}: 200 answers"
-            )
-            limited = data["answers_429"][name]
-            if limited:
-                right.plot(
-                    [p[0] for p in limited],
-                    [p[1] for p in limited],
-                    "x",
-                    color=line[0].get_color(),
-                    markersize=9,
-                    label=f"{name}: 429 answers ({len(limited)})",
-                )
-        end = max(p[0] for p in data["timeline_paced"] + data["timeline_unpaced"])
-        right.plot(
-            [0, end],
-            [0, end * limit / 60],
-            color="grey",
-            linewidth=0.8,
-            label=f"limit: {limit} requests/min",
+    tables = next((r for name, r in by_name.items() if name.startswith("6.")), None)
+    panels: list[tuple[Any, Any]] = [
+        (draw, result)
+        for draw, result in (
+            (_plot_memory, memory),
+            (_plot_pacing, pacing),
+            (_plot_tables, tables),
         )
-        right.set_xlabel("seconds since the operator run started")
-        right.set_ylabel("cumulative successful requests")
-        right.set_title(f"Pacing: sandbox limit {limit} requests/min (sliding 60 s window)")
-        right.legend(loc="lower right")
-        right.grid(alpha=0.3)
+        if result is not None
+        and result.data
+        and (draw is not _plot_tables or result.data.get("ratios"))
+    ]
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for (draw, result), axis in zip(panels, axes[0], strict=True):
+        draw(axis, result)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return True
+
+
+def _plot_memory(left: Any, memory: ScenarioResult) -> None:
+    for size, child in memory.data.items():
+        samples = child["samples"]
+        start = child["run_started"]
+        xs = [t - start for t, _rss, _answers in samples]
+        ys = [rss / 1024 for _t, rss, _answers in samples]
+        peak = child["peak_rss_bytes"] / 1024**2
+        left.plot(
+            xs,
+            ys,
+            label=f"{int(size):,} records, {child['requests']:,} requests: peak {peak:.0f} MB",
+        )
+    left.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+    left.set_xlabel("seconds since the operator run started (imports before 0)")
+    left.set_ylabel("RSS (MB)")
+    left.set_title("Memory: RSS of the operator process (fresh process per size)")
+    left.set_ylim(bottom=0)
+    left.legend(loc="lower right")
+    left.grid(alpha=0.3)
+
+
+def _plot_pacing(right: Any, pacing: ScenarioResult) -> None:
+    data = pacing.data
+    limit = data["limit_per_minute"]
+    for name, style in (("paced", "-"), ("unpaced", "--")):
+        points = data[f"timeline_{name}"]
+        line = right.plot(
+            [p[0] for p in points], [p[1] for p in points], style, label=f"{name}: 200 answers"
+        )
+        limited = data["answers_429"][name]
+        if limited:
+            right.plot(
+                [p[0] for p in limited],
+                [p[1] for p in limited],
+                "x",
+                color=line[0].get_color(),
+                markersize=9,
+                label=f"{name}: 429 answers ({len(limited)})",
+            )
+    end = max(p[0] for p in data["timeline_paced"] + data["timeline_unpaced"])
+    right.plot(
+        [0, end],
+        [0, end * limit / 60],
+        color="grey",
+        linewidth=0.8,
+        label=f"limit: {limit} requests/min",
+    )
+    right.set_xlabel("seconds since the operator run started")
+    right.set_ylabel("cumulative successful requests")
+    right.set_title(f"Pacing: sandbox limit {limit} requests/min (sliding 60 s window)")
+    right.legend(loc="lower right")
+    right.grid(alpha=0.3)
+
+
+def _plot_tables(axis: Any, tables: ScenarioResult) -> None:
+    """Grouped bars: each table format's figures as a ratio to Parquet files (1 = the same)."""
+    ratios: dict[str, dict[str, float]] = tables.data["ratios"]
+    figures = list(dict.fromkeys(figure for values in ratios.values() for figure in values))
+    width = 0.8 / max(len(ratios), 1)
+    for index, (name, values) in enumerate(sorted(ratios.items())):
+        xs = [position + index * width for position in range(len(figures))]
+        bars = axis.bar(xs, [values.get(figure, 0.0) for figure in figures], width, label=name)
+        axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    axis.axhline(1, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xticks(
+        [position + width * (len(ratios) - 1) / 2 for position in range(len(figures))],
+        figures,
+        fontsize=8,
+    )
+    axis.set_ylabel("ratio to Parquet files (same run)")
+    axis.set_title("Tables vs Parquet files, 365-day window")
+    axis.legend(loc="upper left")
+    axis.grid(alpha=0.3, axis="y")
 
 
 def now_iso() -> str:

@@ -60,6 +60,21 @@ NOTES = [
     "client backs off (1 s with 50% jitter, doubling).",
     "CPU throughput: best of 6 interleaved runs per loop (other jobs on this 2-core machine only "
     "ever add time); the paired ratio of each round is shown too.",
+    "Tables: every table figure is a ratio to Parquet files (the typed files format) measured "
+    "in the same scenario, each run into a new output (a new Delta root, a new Iceberg SQLite "
+    "catalog with a local or S3 warehouse) unless it says re-run. 'Records exact' for a table "
+    "means its current snapshot, read back through delta-rs or pyiceberg, holds the sandbox "
+    "generator's count on every day.",
+    "Tables on S3: moto's server runs in a process of its own and logs every request it serves; "
+    "a run's 'commit' is everything after its last Lucca answer (spool read, file writes, the "
+    "commit, and for files the sweep), its requests those the server served meanwhile. moto "
+    "answers in milliseconds on loopback and a LIST costs more as the bucket grows: the request "
+    "counts carry over to a real object store, the seconds do not.",
+    "Tables, memory and maintenance: the four memory children (two formats, two sizes) run side "
+    "by side (peak RSS is per process; their wall times are not comparable). The weekly "
+    "maintenance runs the sink's maintain() with retention 0 on files set 8 days back, so that "
+    "everything the week replaced is eligible, as what is older than the retention is in "
+    "production.",
 ]
 
 
