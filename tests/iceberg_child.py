@@ -8,9 +8,11 @@ commit at the same moment), then goes on.
 Usage: ``python tests/iceberg_child.py '<json>'`` with the keys ``url``, ``api_key``,
 ``catalog`` (pyiceberg catalog properties), ``table``, ``start``, ``until``, and optionally
 ``hold`` (a point) with ``marker``, and ``gates`` (a list of ``{"at": point, "ready": path,
-"go": path}``). Points:
+"go": path}``), and ``chunk_rows`` (the sink's ``CHUNK_ROWS``: small, the run writes its data
+files in several steps). Points:
 
-- ``mid-data-files``: two data files of the run are written, the others not yet;
+- ``mid-data-files``: two data files of the run are written, others not yet (with a small
+  ``chunk_rows``);
 - ``before-commit``: every data file is written, the catalog commit not started;
 - ``metadata-written``: the new metadata file is written, the catalog still points at the old;
 - ``after-commit``: the catalog points at the run's snapshot; the run has not returned yet;
@@ -39,6 +41,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
 )
+from airflow_provider_lucca.extraction.sinks import iceberg
 from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
 from airflow_provider_lucca.extraction.window import DateWindow
 
@@ -127,6 +130,8 @@ def install(stops: Stops) -> None:
 def main(spec: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     install(Stops(spec))
+    if "chunk_rows" in spec:
+        iceberg.CHUNK_ROWS = int(spec["chunk_rows"])
     config = ClientConfig(base_url=spec["url"], api_key=spec["api_key"], requests_per_minute=0)
     request = ExtractionRequest(
         window=DateWindow(date.fromisoformat(spec["start"]), date.fromisoformat(spec["until"]))

@@ -297,46 +297,74 @@ class IcebergSink:
         return Committed(rows.counts, snapshot_id)
 
     def _write(self, table: Table, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
-        """Data files of at most :data:`CHUNK_ROWS` rows of one day each (the batches come day
-        after day), written as pyiceberg writes them: field ids, column metrics, the table's
-        file naming under ``data/session_end_on=<day>/``."""
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+        """One data file per day (or per :data:`CHUNK_ROWS` rows of a bigger day), written as
+        pyiceberg writes them (field ids, column metrics, ``data/session_end_on=<day>/``), the
+        days of up to :data:`CHUNK_ROWS` rows at a time in parallel: what a run holds in memory,
+        whatever the length of its window. The batches come day after day."""
+        from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
+        from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+        from pyiceberg.table import WriteTask
 
         arrow = self.schema.pa
-        write_uuid = uuid.uuid4()
-        counter = itertools.count(0)
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        pending_day: object = None
+        spec, schema = table.spec(), table.schema()
+        source = schema.find_field(PARTITION_COLUMN)
+        if len(spec.fields) != 1 or spec.fields[0].source_id != source.field_id:
+            yield from self._write_any_spec(table, batches)
+            return
+        partition = spec.fields[0]
+        to_partition = partition.transform.pyarrow_transform(source.field_type)
+        task_schema = pyarrow_to_schema(
+            self.schema.arrow,
+            name_mapping=schema.name_mapping,
+            format_version=table.format_version,
+        )
+        write_uuid, counter = uuid.uuid4(), itertools.count(0)
+        days: list[tuple[object, list[pa.RecordBatch]]] = []  # (day, its rows) to write
+        pending = 0
+
+        def task(day: object, rows: list[pa.RecordBatch]) -> WriteTask:
+            value = to_partition(arrow.array([day], arrow.date32()))[0].as_py()
+            key = PartitionKey([PartitionFieldValue(partition, value)], spec, schema)
+            return WriteTask(write_uuid, next(counter), task_schema, rows, partition_key=key)
 
         def flush() -> Iterator[DataFile]:
-            chunk = arrow.Table.from_batches(pending, schema=self.schema.arrow)
-            pending.clear()
+            tasks = [task(day, rows) for day, rows in days]
+            days.clear()
+            yield from write_file(table.io, table.metadata, iter(tasks))
+
+        for batch in batches:
+            day = batch.column(PARTITION_COLUMN)[0].as_py()
+            while pending + batch.num_rows > CHUNK_ROWS:
+                room = CHUNK_ROWS - pending
+                if room:
+                    _add(days, day, batch.slice(0, room))
+                    batch = batch.slice(room)
+                yield from flush()
+                pending = 0
+            if batch.num_rows:
+                _add(days, day, batch)
+                pending += batch.num_rows
+        if days:
+            yield from flush()
+
+    def _write_any_spec(
+        self, table: Table, batches: Iterable[pa.RecordBatch]
+    ) -> Iterator[DataFile]:
+        """:meth:`_write` for a table whose partition spec has more fields than the day: each
+        day's rows handed to pyiceberg, which splits them by partition."""
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        write_uuid, counter = uuid.uuid4(), itertools.count(0)
+        for _, rows in itertools.groupby(
+            batches, key=lambda batch: batch.column(PARTITION_COLUMN)[0].as_py()
+        ):
             yield from _dataframe_to_data_files(
                 table_metadata=table.metadata,
-                df=chunk,
+                df=self.schema.pa.Table.from_batches(list(rows), schema=self.schema.arrow),
                 io=table.io,
                 write_uuid=write_uuid,
                 counter=counter,
             )
-
-        for batch in batches:
-            day = batch.column(PARTITION_COLUMN)[0].as_py()
-            if pending and day != pending_day:
-                yield from flush()
-                pending_rows = 0
-            while pending_rows + batch.num_rows > CHUNK_ROWS:
-                room = CHUNK_ROWS - pending_rows
-                pending.append(batch.slice(0, room))
-                batch = batch.slice(room)
-                yield from flush()
-                pending_rows = 0
-            if batch.num_rows:
-                pending.append(batch)
-                pending_rows += batch.num_rows
-            pending_day = day
-        if pending:
-            yield from flush()
 
     def _files_between(self, table: Table, first: date, last: date) -> list[DataFile]:
         """The live data files of the days ``[first, last]``, each wholly inside them."""
@@ -569,6 +597,16 @@ class IcebergSink:
                 horizon.isoformat(timespec="seconds"),
             )
         return removed, size
+
+
+def _add(
+    days: list[tuple[object, list[pa.RecordBatch]]], day: object, batch: pa.RecordBatch
+) -> None:
+    """``batch`` appended to the rows of ``day``, the last day of ``days`` or a new one."""
+    if days and days[-1][0] == day:
+        days[-1][1].append(batch)
+    else:
+        days.append((day, [batch]))
 
 
 def _days_of(table: Table, data_file: DataFile) -> tuple[date, date] | None:
