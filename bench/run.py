@@ -72,9 +72,9 @@ NOTES = [
     "counts carry over to a real object store, the seconds do not.",
     "Tables, memory and maintenance: the four memory children (two formats, two sizes) run side "
     "by side (peak RSS is per process; their wall times are not comparable). The weekly "
-    "maintenance runs the sink's maintain() with retention 0 on files set 8 days back, so that "
-    "everything the week replaced is eligible, as what is older than the retention is in "
-    "production.",
+    "maintenance is the weekly DAG's task (RealizedTrainingsTableMaintenanceOperator, the "
+    "sink's maintain()) with retention_days=0 on files set 8 days back, so that everything the "
+    "week replaced is eligible, as what is older than the retention is in production.",
 ]
 
 

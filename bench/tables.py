@@ -10,7 +10,8 @@ same run, or a difference between two runs of the same format:
 - the weekly maintenance (compaction, expiry, cleanup) after a week of daily runs with lookback.
 
 A format whose library is missing (the ``delta`` / ``iceberg`` extras), or a sink without
-``maintain``, is reported "not available" instead of failing the benchmark.
+``maintain`` (the maintenance operator's work), is reported "not available" instead of failing
+the benchmark.
 
 ``python -m bench.tables serve-s3 --port-file F`` is the S3 server's child process.
 """
@@ -34,7 +35,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
 from bench.common import (
@@ -50,6 +51,9 @@ from bench.common import (
     window_count,
 )
 from bench.scenarios import LAST_DAY, YEAR_END, YEAR_START, MainBench
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 TABLE_FORMATS = ("delta", "iceberg")
 #: The files format the tables are compared with: typed columns, like theirs.
@@ -647,6 +651,44 @@ def _files_under(root: Path) -> tuple[int, int]:
     return files, size
 
 
+def _maintenance_unavailable(target: Target) -> str | None:
+    """Why the weekly maintenance of ``target``'s format cannot run here, or None."""
+    try:
+        import airflow_provider_lucca.operators.table_maintenance  # noqa: F401
+    except ImportError as exc:
+        return f"no maintenance operator ({exc})"
+    sink = target.sink()
+    if not hasattr(sink, "maintain"):
+        return f"{type(sink).__name__}.maintain does not exist yet"
+    return None
+
+
+def run_maintenance(target: Target) -> dict[str, Any]:
+    """The weekly DAG's maintenance task on ``target``, run as the task runner runs it (with
+    its execute sentinel), keeping no time travel (:data:`MAINTENANCE_RETENTION`)."""
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
+    from airflow_provider_lucca.operators.table_maintenance import (
+        RealizedTrainingsTableMaintenanceOperator,
+    )
+
+    where: dict[str, Any] = (
+        {"iceberg_table": ICEBERG_TABLE, "iceberg_conn_id": target.iceberg_conn_id}
+        if target.file_format == "iceberg"
+        else {"output_path": target.output}
+    )
+    operator = RealizedTrainingsTableMaintenanceOperator(
+        task_id="maintain_table",
+        file_format=target.file_format,
+        retention_days=MAINTENANCE_RETENTION.days,
+        **where,
+    )
+    sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
+    context = cast("Context", {"run_id": f"bench__maintenance__{time.time()}"})
+    summary: dict[str, Any] = operator.execute(context, **sentinel)
+    return summary
+
+
 def _age_files(root: Path, age: timedelta) -> None:
     """Set every file's modification time ``age`` back: at the weekly maintenance, the week's
     files are days old, past the one-hour guard that keeps a writing run's files from being
@@ -659,20 +701,18 @@ def _age_files(root: Path, age: timedelta) -> None:
 
 def _maintenance(main: MainBench, formats: list[str], result: ScenarioResult) -> None:
     """A week of the daily DAG as shipped (one day plus a 7-day lookback per run, each run
-    replacing 8 days), then the sink's ``maintain``: its seconds vs a daily run, files before
-    and after, and the table's rows unchanged."""
+    replacing 8 days), then the weekly DAG's maintenance operator: its seconds vs a daily run,
+    files before and after, and the table's rows unchanged."""
     data: dict[str, Any] = {}
     for name in formats:
+        with scratch_dir("probe") as probe:
+            missing = _maintenance_unavailable(local_target(name, probe, "probe"))
+        if missing is not None:
+            result.row(f"weekly maintenance, {name}", f"not available ({missing})")
+            data[name] = None
+            continue
         with scratch_dir(f"maintenance-{name}") as directory:
             target = local_target(name, directory, "maintenance")
-            sink = target.sink()
-            if not hasattr(sink, "maintain"):
-                result.row(
-                    f"weekly maintenance, {name}",
-                    f"not available ({type(sink).__name__}.maintain does not exist yet)",
-                )
-                data[name] = None
-                continue
             daily: list[OperatorRun] = []
             for offset in range(MAINTENANCE_RUNS):
                 day = MAINTENANCE_FIRST_DAY + timedelta(offset)
@@ -691,7 +731,7 @@ def _maintenance(main: MainBench, formats: list[str], result: ScenarioResult) ->
             rows_before = _nonzero(target.day_counts())
             live_before, (files_before, bytes_before) = target.live_files(), _files_under(directory)
             began = time.perf_counter()
-            outcome = sink.maintain(retention=MAINTENANCE_RETENTION, log=log)
+            outcome = run_maintenance(target)["counts"]
             seconds = time.perf_counter() - began
             rows_after = _nonzero(target.day_counts())
             live_after, (files_after, bytes_after) = target.live_files(), _files_under(directory)
