@@ -472,6 +472,7 @@ def property_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 # --------------------------------------------------------------------------- one commit per run
 
 
+@pytest.mark.slow
 def test_each_run_is_one_snapshot_describing_the_run(
     sandbox: SandboxServer, local_lake: Lake
 ) -> None:
@@ -529,6 +530,7 @@ def test_each_run_is_one_snapshot_describing_the_run(
     assert read_pyiceberg(local_lake) == sorted(want, key=lambda row: row["id"])
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_its_window_and_empty_days_lose_their_rows(
     sandbox: SandboxServer, local_lake: Lake
 ) -> None:

@@ -2,9 +2,12 @@
 
 pyiceberg's own ``Transaction.overwrite`` does not fit: given a ``RecordBatchReader`` it refuses a
 partitioned table (pyiceberg 0.12), given a ``pa.Table`` it holds the whole window in memory, and it
-commits a DELETE snapshot then an APPEND snapshot. This sink writes the data files itself, a day (at
-most :data:`CHUNK_ROWS` rows) at a time, then commits them with the removal of the window's
-previous files as one OVERWRITE snapshot: a reader sees the snapshot before the run or this one.
+commits a DELETE snapshot then an APPEND snapshot. This sink writes the data files itself, one per
+day, :data:`CHUNK_ROWS` rows at a time, then commits them with the removal of the window's previous
+files as one OVERWRITE snapshot: a reader sees the snapshot before the run or this one.
+
+It uses a few of pyiceberg's internals (the data-file writer, the overwrite snapshot producer, the
+manifest merger), as pyiceberg's own write path does: those of pyiceberg 0.12, which the tests run.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ if TYPE_CHECKING:
     from pyiceberg.table.update.snapshot import _OverwriteFiles
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
-#: The most rows of one day written into one data file (a bigger day gets several): what a run
-#: holds in memory while it writes, whatever the length of its window.
+#: The rows a run holds in memory while it writes its data files (one file per day; a day bigger
+#: than this gets several), whatever the length of its window.
 CHUNK_ROWS = 100_000
 #: Files younger than this are never orphans, whatever the retention: a run writes its data files
 #: before its commit, and they are referenced only once it has committed.
