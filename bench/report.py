@@ -252,6 +252,8 @@ def _plot_tables(axis: Any, tables: ScenarioResult) -> None:
         xs = [position + index * width for position in range(len(figures))]
         bars = axis.bar(xs, [values.get(figure, 0.0) for figure in figures], width, label=name)
         axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    highest = max((value for values in ratios.values() for value in values.values()), default=1)
+    axis.set_ylim(0, max(highest, 1.0) * 1.3)  # room for the labels and the legend
     axis.axhline(1, color="grey", linewidth=0.8, linestyle=":")
     axis.set_xticks(
         [position + width * (len(ratios) - 1) / 2 for position in range(len(figures))],
@@ -260,7 +262,7 @@ def _plot_tables(axis: Any, tables: ScenarioResult) -> None:
     )
     axis.set_ylabel("ratio to Parquet files (same run)")
     axis.set_title("Tables vs Parquet files, 365-day window")
-    axis.legend(loc="upper left")
+    axis.legend(loc="upper right", ncol=len(ratios))
     axis.grid(alpha=0.3, axis="y")
 
 
