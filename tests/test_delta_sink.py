@@ -3,10 +3,11 @@
 The contract of a table is its snapshot, so every check reads the table through it, with three
 independent readers: delta-rs (``DeltaTable.to_pyarrow_table``), polars (``pl.read_delta``) and
 DuckDB (``delta_scan``, from the extension file of the ``duckdb-extension-delta`` wheel). On S3,
-DuckDB cannot load ``httpfs`` here (no wheel installed, no download), which both ``delta_scan`` and
-its S3 secrets need: it reads the snapshot's file list (``DeltaTable.file_uris()``) with
-``read_parquet`` through an fsspec S3 filesystem instead. Each must equal the sandbox's truth row
-for row: every record once, exact decimals, dates, the ``training`` struct, ``_extra``.
+``delta_scan`` and its S3 secret need DuckDB's ``httpfs``: with the ``duckdb-extension-httpfs``
+wheel installed it is loaded from its file; without it (DuckDB cannot download here), DuckDB reads
+the snapshot's file list (``DeltaTable.file_uris()``) with ``read_parquet`` through an fsspec S3
+filesystem. Each must equal the sandbox's truth row for row: every record once, exact decimals,
+dates, the ``training`` struct, ``_extra``.
 
 The expected rows are written out here from the sandbox's records (:func:`expected_row`), not
 with the provider's schema code. Crashes and races run the extraction in a child process
@@ -69,12 +70,21 @@ from tests.s3_fault_proxy import S3FaultProxy  # noqa: E402
 
 LOG = logging.getLogger("tests.delta_sink")
 CHILD = Path(__file__).resolve().parent / "delta_child.py"
-DELTA_EXTENSION = (
-    Path(duckdb_extension_delta.__file__).parent
-    / "extensions"
-    / f"v{duckdb.__version__}"
-    / "delta.duckdb_extension"
-)
+
+
+def duckdb_extension(package: Any, name: str) -> Path:
+    """The extension file a ``duckdb-extension-*`` wheel ships for this DuckDB."""
+    directory = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    return directory / f"{name}.duckdb_extension"
+
+
+DELTA_EXTENSION = duckdb_extension(duckdb_extension_delta, "delta")
+try:
+    import duckdb_extension_httpfs
+except ImportError:  # not a dependency yet: S3 tables are read with read_parquet, see above
+    HTTPFS_EXTENSION: Path | None = None
+else:
+    HTTPFS_EXTENSION = duckdb_extension(duckdb_extension_httpfs, "httpfs")
 TRAINING_FIELDS = ("id", "title", "categoryId", "providerUrl", "level")
 RECORD_FIELDS = {
     "id",
@@ -357,6 +367,8 @@ def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     )
+    if HTTPFS_EXTENSION is not None:
+        con.execute(f"LOAD '{HTTPFS_EXTENSION}'")
     con.execute(f"LOAD '{DELTA_EXTENSION}'")
     return con
 
@@ -365,6 +377,20 @@ def read_with_duckdb(store: Store) -> list[Row]:
     con = duckdb_with_delta().cursor()
     try:
         if store.s3 is None:
+            cursor = con.execute("SELECT * FROM delta_scan(?)", [store.uri])
+        elif HTTPFS_EXTENSION is not None:
+            options = store.options
+            endpoint = options["AWS_ENDPOINT_URL"].removeprefix("http://")
+            con.execute(
+                "CREATE OR REPLACE SECRET moto (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, "
+                "ENDPOINT ?, URL_STYLE 'path', USE_SSL false)",
+                [
+                    options["AWS_ACCESS_KEY_ID"],
+                    options["AWS_SECRET_ACCESS_KEY"],
+                    options["AWS_REGION"],
+                    endpoint,
+                ],
+            )
             cursor = con.execute("SELECT * FROM delta_scan(?)", [store.uri])
         else:
             import s3fs
