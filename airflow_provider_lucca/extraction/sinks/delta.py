@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +16,7 @@ from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.extraction.commit import RunFields
+from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
     RecordSchema,
@@ -28,6 +32,64 @@ from airflow_provider_lucca.extraction.sinks.table import (
 )
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
+#: Columns whose minimum and maximum go into each file's statistics (what engines skip files on).
+STATS_COLUMNS = ("id", "ownerId", "sessionId", "sessionStartsOn", "sessionEndsOn")
+
+
+class _CreatedMeanwhile(Exception):
+    """The run found no table, and another run created it before this run's commit."""
+
+
+class _FileStats:
+    """A data file's Delta statistics: record count, and per column its bounds and nulls."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.low: dict[str, Any] = {}
+        self.high: dict[str, Any] = {}
+        self.nulls: dict[str, int] = {}
+
+    def add(self, table: Any) -> None:
+        import pyarrow.compute as pc
+
+        self.records += table.num_rows
+        for name in STATS_COLUMNS:
+            column = table.column(name)
+            self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+            bounds = pc.min_max(column).as_py()
+            for seen, value, pick in (
+                (self.low, bounds["min"], min),
+                (self.high, bounds["max"], max),
+            ):
+                if value is not None:
+                    seen[name] = value if name not in seen else pick(seen[name], value)
+
+    def to_json(self) -> str:
+        def text(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.isoformat() if isinstance(v, date) else v for k, v in values.items()}
+
+        return json.dumps(
+            {
+                "numRecords": self.records,
+                "minValues": text(self.low),
+                "maxValues": text(self.high),
+                "nullCount": self.nulls,
+            }
+        )
+
+
+def _remove_quietly(filesystem: Any, paths: Sequence[str], log: Logger) -> None:
+    """Delete data files no commit lists (what is left, maintenance removes as orphans)."""
+    failed = 0
+    for path in paths:
+        try:
+            filesystem.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception:
+            failed += 1
+    if failed:
+        log.warning("%d unlisted data files could not be removed; maintenance will.", failed)
 
 
 def import_deltalake() -> Any:
@@ -96,69 +158,163 @@ class DeltaSink:
         guard: RunGuard,
         log: Logger,
     ) -> Committed:
-        rows = WindowRows(self.schema, days, records)
+        """Write the window's data files a day at a time, then commit them in one version.
+
+        ``write_deltalake`` would keep a Parquet writer open for every day of the window until
+        its stream ends (365 days: +130 MB, growing with the records); here one day's file is
+        open at a time, and the files go into the log in one transaction that replaces the
+        window's partitions. On a conflict the same files are committed again on the new
+        version; if the run fails before its commit, it deletes them.
+        """
         first, last = window_bounds(days)
-        predicate = (
-            f"{PARTITION_COLUMN} >= '{first.isoformat()}' "
-            f"AND {PARTITION_COLUMN} <= '{last.isoformat()}'"
-        )
+        rows = WindowRows(self.schema, days, records)
         metadata = commit_metadata(fields, rows.total())
-        properties = self.deltalake.CommitProperties(custom_metadata=metadata)
-        # A commit creating the table must not be rebased by delta-rs onto a table that another
-        # run created meanwhile: that rebase checks no conflict and removes no file, so the
-        # days both windows hold would have both runs' rows. Failing instead, it is made again
-        # on the table that now exists, where delta-rs checks the overlap.
-        creating = self.deltalake.CommitProperties(custom_metadata=metadata, max_commit_retries=0)
-
-        def attempt(number: int) -> int:
-            table = self.open()
-            self.deltalake.write_deltalake(
-                self.uri if table is None else table,
-                rows.reader(),
-                partition_by=[PARTITION_COLUMN],
-                mode="overwrite",
-                # The window only, on a new table too: another run may create the table between
-                # open() and this write, which then overwrites it, and without a predicate would
-                # replace that run's rows on every day.
-                predicate=predicate,
-                storage_options=self.storage_options if table is None else None,
-                description=TABLE_DESCRIPTION if table is None else None,
-                commit_properties=creating if table is None else properties,
+        token = fields["run"]["token"]
+        filesystem = self._filesystem()
+        written: list[str] = []
+        try:
+            actions = list(self._write(filesystem, rows, token, written))
+            version = commit_with_retries(
+                lambda number: self._commit(actions, first, last, metadata, token, filesystem),
+                is_conflict=self._is_conflict,
+                retries=self.commit_retries,
+                target=self.describe(),
+                days=days,
+                log=log,
             )
-            return self._version_of(table, fields["run"]["token"])
-
-        version = commit_with_retries(
-            attempt,
-            is_conflict=self._is_conflict,
-            retries=self.commit_retries,
-            target=self.describe(),
-            days=days,
-            log=log,
-        )
+        except BaseException as exc:
+            if not isinstance(exc, LuccaStorageError) or self._is_conflict(exc.__cause__):
+                # No commit lists the files: remove them (what is left, maintenance removes).
+                _remove_quietly(filesystem, written, log)
+            raise
         log.info("Committed version %d of %s: %s to %s", version, self.describe(), first, last)
         return Committed(rows.counts, version)
 
-    def _version_of(self, written: Any, token: str) -> int:
-        """The version this run's commit made (another writer may have committed since).
+    def _filesystem(self) -> Any:
+        """The table root as a pyarrow file system, through delta-rs's own object store (the
+        same storage options, hence the same credentials and endpoint as its commits)."""
+        from deltalake.fs import DeltaStorageHandler
+        from pyarrow.fs import PyFileSystem
 
-        A table the commit was made through is at that version. Otherwise the table is read
-        again: version 0 alone is this run's creation; after a race for the creation, the history
-        says which commit is ours. ``history`` is the last resort because delta-rs holds the GIL
-        through its requests (an S3 server in the same process, as in tests, never answers).
-        """
-        if written is not None:
-            return int(written.version())
+        if "://" not in self.uri:
+            os.makedirs(self.uri, exist_ok=True)
+        return PyFileSystem(DeltaStorageHandler(self.uri, self.storage_options))
+
+    def _write(
+        self, filesystem: Any, rows: WindowRows, token: str, written: list[str]
+    ) -> Iterator[Any]:
+        """An ``AddAction`` per day with records: its file written as batches arrive (the batches
+        come day after day), with the statistics engines use to skip files."""
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        pa = self.schema.pa
+        data_schema = self.schema.arrow.remove(self.schema.arrow.get_field_index(PARTITION_COLUMN))
+        day: date | None = None
+        writer: Any = None
+        stream: Any = None
+        stats = _FileStats()
+        path = ""
+
+        def close() -> Any:
+            writer.close()
+            stream.close()  # a writer given a stream leaves it open
+            size = filesystem.get_file_info(path).size
+            now_ms = int(time.time() * 1000)
+            assert day is not None
+            return AddAction(
+                path, size, {PARTITION_COLUMN: day.isoformat()}, now_ms, True, stats.to_json()
+            )
+
+        for batch in rows.batches():
+            batch_day = batch.column(PARTITION_COLUMN)[0].as_py()
+            if batch_day != day:
+                if writer is not None:
+                    yield close()
+                day, stats = batch_day, _FileStats()
+                path = (
+                    f"{PARTITION_COLUMN}={batch_day.isoformat()}/"
+                    f"part-00000-{token}-{uuid.uuid4().hex}.zstd.parquet"
+                )
+                written.append(path)
+                stream = filesystem.open_output_stream(path)
+                writer = pq.ParquetWriter(stream, data_schema, compression="zstd")
+            data = pa.Table.from_batches([batch]).drop_columns([PARTITION_COLUMN])
+            writer.write_table(data)
+            stats.add(data)
+        if writer is not None:
+            yield close()
+
+    def _commit(
+        self,
+        actions: list[Any],
+        first: date,
+        last: date,
+        metadata: dict[str, str],
+        token: str,
+        filesystem: Any,
+    ) -> int:
+        """One commit of ``actions`` replacing the days ``[first, last]``; its version."""
+        from deltalake.transaction import create_table_with_add_actions
+
         table = self.open()
-        assert table is not None, "a commit just succeeded"
-        if table.version() == 0:
-            return 0
-        for entry in table.history(self.commit_retries + 100):
-            if entry.get("lucca.run_token") == token:
-                return int(entry["version"])
-        return int(table.version())
+        if table is None:
+            try:
+                create_table_with_add_actions(
+                    self.uri,
+                    self.deltalake.Schema.from_arrow(self.schema.arrow),
+                    actions,
+                    mode="error",
+                    partition_by=[PARTITION_COLUMN],
+                    description=TABLE_DESCRIPTION,
+                    storage_options=self.storage_options,
+                    commit_properties=self.deltalake.CommitProperties(
+                        custom_metadata=metadata, max_commit_retries=0
+                    ),
+                )
+            except Exception as exc:
+                if self.open() is not None:
+                    # Another run created the table meanwhile: commit on it instead, where the
+                    # overlap of the two windows is checked.
+                    raise _CreatedMeanwhile(str(exc)) from exc
+                raise
+            return self._version_of(token, filesystem, 0)
+        base = int(table.version())
+        table.create_write_transaction(
+            actions,
+            mode="overwrite",
+            schema=self.schema.arrow,
+            partition_by=[PARTITION_COLUMN],
+            partition_filters=[
+                (PARTITION_COLUMN, ">=", first.isoformat()),
+                (PARTITION_COLUMN, "<=", last.isoformat()),
+            ],
+            commit_properties=self.deltalake.CommitProperties(custom_metadata=metadata),
+        )
+        return self._version_of(token, filesystem, base + 1)
 
-    def _is_conflict(self, error: BaseException) -> bool:
-        return isinstance(error, self.deltalake.exceptions.CommitFailedError)
+    def _version_of(self, token: str, filesystem: Any, start: int) -> int:
+        """The version whose commit carries this run's token, from ``start`` on (another writer
+        may have committed before it or since). Read from the log's files, not ``history()``:
+        delta-rs holds the GIL through that call's requests."""
+        version = start
+        while True:
+            path = f"_delta_log/{version:020d}.json"
+            try:
+                with filesystem.open_input_stream(path) as stream:
+                    text = stream.read().decode()
+            except FileNotFoundError:
+                raise LuccaStorageError(
+                    f"{self.describe()}: the commit succeeded but no version from {start} on "
+                    f"carries its run token {token}.",
+                    phase="commit",
+                ) from None
+            if f'"lucca.run_token":"{token}"' in text.replace(" ", ""):
+                return version
+            version += 1
+
+    def _is_conflict(self, error: BaseException | None) -> bool:
+        return isinstance(error, (self.deltalake.exceptions.CommitFailedError, _CreatedMeanwhile))
 
     #: Files no commit lists are kept while younger than this, whatever the retention: a run
     #: writing now has uploaded data files that its coming commit will list (the Iceberg sink

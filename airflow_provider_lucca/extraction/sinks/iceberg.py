@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
 #: The rows a run holds in memory while it writes its data files (one file per day; a day bigger
 #: than this gets several), whatever the length of its window.
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 25_000
 #: Files younger than this are never orphans, whatever the retention: a run writes its data files
 #: before its commit, and they are referenced only once it has committed.
 ORPHAN_MIN_AGE = timedelta(hours=1)
@@ -334,6 +334,9 @@ class IcebergSink:
             tasks = [task(day, rows) for day, rows in days]
             days.clear()
             yield from write_file(table.io, table.metadata, iter(tasks))
+            # Arrow's allocator keeps freed blocks for reuse: give them back, so that the
+            # process's memory follows what the run holds, not the most it ever held.
+            arrow.default_memory_pool().release_unused()
 
         for batch in batches:
             day = batch.column(PARTITION_COLUMN)[0].as_py()
