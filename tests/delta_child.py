@@ -9,14 +9,17 @@ Usage: ``python tests/delta_child.py '<json>'`` with the keys ``url``, ``api_key
 ``storage_options``, ``start``, ``until``, ``lookback`` and ``point``, one of:
 
 - ``none``: no stop;
-- ``in-stream``: inside the first ``write_deltalake`` call, after ``batches`` Arrow batches of
-  the window were handed to delta-rs (which has read the table's state by then);
-- ``mid-stream``: the same with a 1-byte target file size, so that delta-rs has already written
-  data files of those batches;
-- ``before-write``: right before the first ``write_deltalake`` call, after the table was opened
-  (the race tests' barrier: both runs hold the table's current version, then both go);
-- ``after-commit``: right after the first ``write_deltalake`` call returned (its log entry is
-  written), before the run learns its version or reports.
+- ``in-stream``: after ``batches`` Arrow batches of the window were handed to the writer (the
+  sink's first pass over ``WindowRows.batches``);
+- ``mid-stream``: the same, and a ``write_deltalake`` call gets a 1-byte target file size, so
+  that data files of those batches are written already;
+- ``opened``: right after the sink's first look at the table (``DeltaSink.open``), before its
+  commit (the race tests' barrier: both runs hold the table's current version, then both go);
+- ``after-commit``: right after ``DeltaSink.commit`` returned (its log entry is written), before
+  the run reports.
+
+The points hook the sink's own seams (``open``, ``commit``, the rows it streams), so that they
+hold whether the sink writes through ``write_deltalake`` or writes its files and commits them.
 
 At the end it prints ``{"summary": <the run's summary>}`` and leaves with ``os._exit`` (the
 interpreter's own exit may abort after deltalake and pyarrow threads ran: not what is tested).
@@ -53,33 +56,48 @@ def hold(point: str) -> None:
 
 
 def install(point: str, batches: int) -> None:
+    first = {"open": True, "batches": True}
     write = deltalake.write_deltalake
-    calls = {"write": 0}
 
     def write_deltalake(*args: Any, **kwargs: Any) -> None:
-        calls["write"] += 1
-        first = calls["write"] == 1
         if point == "mid-stream":
             kwargs["target_file_size"] = 1  # data files go out while the batches stream
-        if point == "before-write" and first:
-            hold(point)
         write(*args, **kwargs)
-        if point == "after-commit" and first:
-            hold(point)
 
     deltalake.write_deltalake = write_deltalake
 
-    if point in ("in-stream", "mid-stream"):
-        original = table_module.WindowRows.batches
+    open_table = DeltaSink.open
 
-        def held_batches(self: Any) -> Iterator[Any]:
-            first = calls["write"] == 1
-            for number, batch in enumerate(original(self), start=1):
-                yield batch
-                if first and number == batches:
-                    hold(point)
+    def opened(self: DeltaSink) -> Any:
+        table = open_table(self)
+        if point == "opened" and first["open"]:
+            first["open"] = False
+            hold(point)
+        return table
 
-        table_module.WindowRows.batches = held_batches  # type: ignore[method-assign]
+    DeltaSink.open = opened  # type: ignore[method-assign]
+
+    commit = DeltaSink.commit
+
+    def committed(self: DeltaSink, *args: Any, **kwargs: Any) -> Any:
+        result = commit(self, *args, **kwargs)
+        if point == "after-commit":
+            hold(point)
+        return result
+
+    DeltaSink.commit = committed  # type: ignore[method-assign]
+
+    original = table_module.WindowRows.batches
+
+    def held_batches(self: Any) -> Iterator[Any]:
+        stop = point in ("in-stream", "mid-stream") and first["batches"]
+        first["batches"] = False
+        for number, batch in enumerate(original(self), start=1):
+            yield batch
+            if stop and number == batches:
+                hold(point)
+
+    table_module.WindowRows.batches = held_batches  # type: ignore[method-assign]
 
 
 def main(spec: dict[str, Any]) -> None:
