@@ -49,14 +49,42 @@ def lucca_conn(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Sandb
 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
-    """A real S3 API over HTTP (moto's server) on loopback; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """A real S3 API over HTTP (moto's server) on loopback, in a process of its own, as a real
+    store is; yields its endpoint URL.
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    Not in the tests' process: delta-rs holds the GIL through some of its requests, and a server
+    thread of the same process could then never answer them.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's server did not start on {url}") from None
+                time.sleep(0.1)  # polling for readiness, with a deadline
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
 
 
 @pytest.fixture
