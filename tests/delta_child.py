@@ -21,7 +21,8 @@ Usage: ``python tests/delta_child.py '<json>'`` with the keys ``url``, ``api_key
 The points hook the sink's own seams (``open``, ``commit``, the rows it streams), so that they
 hold whether the sink writes through ``write_deltalake`` or writes its files and commits them.
 
-At the end it prints ``{"summary": <the run's summary>}`` and leaves with ``os._exit`` (the
+At the end it prints ``{"summary": <the run's summary>, "commit_seconds": <DeltaSink.commit's
+duration>}`` and leaves with ``os._exit`` (the
 interpreter's own exit may abort after deltalake and pyarrow threads ran: not what is tested).
 """
 
@@ -31,6 +32,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -45,6 +47,9 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.sinks import table as table_module
 from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
 from airflow_provider_lucca.extraction.window import DateWindow
+
+#: How long the sink's commit took (what the figures report).
+TIMINGS: dict[str, float] = {}
 
 
 def hold(point: str) -> None:
@@ -80,7 +85,9 @@ def install(point: str, batches: int) -> None:
     commit = DeltaSink.commit
 
     def committed(self: DeltaSink, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
         result = commit(self, *args, **kwargs)
+        TIMINGS["commit_seconds"] = round(time.monotonic() - started, 3)
         if point == "after-commit":
             hold(point)
         return result
@@ -115,7 +122,7 @@ def main(spec: dict[str, Any]) -> None:
         summary = extract_realized_trainings(
             client, request, sink, log=logging.getLogger("delta_child"), run_id=spec.get("run_id")
         )
-    print(json.dumps({"summary": summary}), flush=True)
+    print(json.dumps({"summary": summary, **TIMINGS}), flush=True)
     sys.stderr.flush()
     os._exit(0)
 
