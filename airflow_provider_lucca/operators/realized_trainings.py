@@ -219,7 +219,7 @@ class RealizedTrainingsOperator(BaseOperator):
         connections, which a DAG file must not do when it is parsed)."""
         if self.file_format == "iceberg":
             assert self.iceberg_table is not None  # _check_target
-            return iceberg_sink(self.iceberg_conn_id, self.iceberg_table)
+            return iceberg_sink(self.iceberg_conn_id, validate_table_identifier(self.iceberg_table))
         url = storage_url(self.output_path)
         refuse_other_layout(ObjectStoragePath(url), self.file_format)
         if self.file_format == "delta":
@@ -382,12 +382,19 @@ def asset_uri(output_path: str) -> str:
 
 
 def refuse_other_layout(root: ObjectStoragePath, file_format: str) -> None:
-    """Refuse an ``output_path`` that holds the other layout, before any request.
+    """Refuse an ``output_path`` that holds the other layout, or lies inside a Delta table,
+    before any request.
 
     Files and a Delta table use the same ``session_end_on=`` directories. Delta's ``vacuum``
     deletes every file its log does not list, and the files' sweep every file no manifest lists:
     pointed at each other's root by a typo, each would destroy the other's data.
     """
+    for ancestor in root.parents:
+        if (ancestor / "_delta_log").exists():
+            raise LuccaConfigError(
+                f"Invalid output_path={str(root)!r}: it is inside the Delta table "
+                f"{str(ancestor)!r}, whose vacuum would delete it; give it a path of its own."
+            )
     is_table = (root / "_delta_log").exists()
     if file_format == "delta" and not is_table and root.exists() and any(root.iterdir()):
         raise LuccaConfigError(

@@ -139,7 +139,32 @@ class DeltaSink:
         return f"Delta table {self.uri}"
 
     def guard(self, token: str, run_id: str | None, log: Logger) -> NoGuard:
+        """Concurrent runs are settled by the log's commit. An existing table is checked now,
+        before the run's first request to Lucca."""
+        table = self.open()
+        if table is not None:
+            self._check_compatible(table)
         return NoGuard()
+
+    def _check_compatible(self, table: Any) -> None:
+        """The table must be this provider's: the same columns and types, partitioned by day
+        alone. Committing into another table would replace its schema or, unpartitioned, its
+        rows outside the window."""
+        pa = self.schema.pa
+        found = pa.schema(table.schema().to_arrow())
+        expected = [(field.name, field.type) for field in self.schema.arrow]
+        partitions = list(table.metadata().partition_columns)
+        if [(field.name, field.type) for field in found] != expected:
+            raise LuccaConfigError(
+                f"Invalid output_path: {self.describe()} exists with columns this provider does "
+                f"not write ({found.names}); give the Lucca table a path of its own."
+            )
+        if partitions != [PARTITION_COLUMN]:
+            raise LuccaConfigError(
+                f"Invalid output_path: {self.describe()} is partitioned by {partitions}, not by "
+                f"{PARTITION_COLUMN} alone: a run replaces whole days; give the Lucca table a "
+                "path of its own."
+            )
 
     def open(self) -> Any:
         """The table at its latest version, or None when no table exists there yet."""
@@ -279,6 +304,7 @@ class DeltaSink:
                     raise _CreatedMeanwhile(str(exc)) from exc
                 raise
             return self._version_of(token, filesystem, 0)
+        self._check_compatible(table)
         base = int(table.version())
         table.create_write_transaction(
             actions,
@@ -289,7 +315,13 @@ class DeltaSink:
                 (PARTITION_COLUMN, ">=", first.isoformat()),
                 (PARTITION_COLUMN, "<=", last.isoformat()),
             ],
-            commit_properties=self.deltalake.CommitProperties(custom_metadata=metadata),
+            # Not rebased by delta-rs: its conflict check does not see files another run added
+            # to days that were empty at this run's version (it would keep both runs' rows).
+            # Failing instead, the commit is made again on the new version, whose files in the
+            # window it then replaces.
+            commit_properties=self.deltalake.CommitProperties(
+                custom_metadata=metadata, max_commit_retries=0
+            ),
         )
         return self._version_of(token, filesystem, base + 1)
 
