@@ -13,13 +13,16 @@ Usage: ``python tests/delta_child.py '<json>'`` with the keys ``url``, ``api_key
   sink's first pass over ``WindowRows.batches``);
 - ``mid-stream``: the same, and a ``write_deltalake`` call gets a 1-byte target file size, so
   that data files of those batches are written already;
-- ``opened``: right after the sink's first look at the table (``DeltaSink.open``), before its
-  commit (the race tests' barrier: both runs hold the table's current version, then both go);
+- ``before-commit``: right before the sink's first call into delta-rs that commits
+  (``write_deltalake``, ``DeltaTable.create_write_transaction`` or
+  ``create_table_with_add_actions``), with the table as the sink last opened it: the race
+  tests' barrier (both runs hold the table's current version, then both go);
 - ``after-commit``: right after ``DeltaSink.commit`` returned (its log entry is written), before
   the run reports.
 
-The points hook the sink's own seams (``open``, ``commit``, the rows it streams), so that they
-hold whether the sink writes through ``write_deltalake`` or writes its files and commits them.
+The points hook the sink's seams (delta-rs's commit calls, ``DeltaSink.commit``, the rows it
+streams), so that they hold whether the sink writes through ``write_deltalake`` or writes its
+files and commits them itself.
 
 At the end it prints ``{"summary": <the run's summary>, "commit_seconds": <DeltaSink.commit's
 duration>}`` and leaves with ``os._exit`` (the
@@ -38,6 +41,7 @@ from datetime import date
 from typing import Any
 
 import deltalake
+from deltalake import transaction
 
 from airflow_provider_lucca.client import ClientConfig, LuccaClient
 from airflow_provider_lucca.extraction.realized_trainings import (
@@ -61,26 +65,27 @@ def hold(point: str) -> None:
 
 
 def install(point: str, batches: int) -> None:
-    first = {"open": True, "batches": True}
+    first = {"commit": True, "batches": True}
+
+    def before_commit(call: Any) -> Any:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if point == "before-commit" and first["commit"]:
+                first["commit"] = False
+                hold(point)
+            if point == "mid-stream" and call is write:
+                kwargs["target_file_size"] = 1  # data files go out while the batches stream
+            return call(*args, **kwargs)
+
+        return held
+
     write = deltalake.write_deltalake
-
-    def write_deltalake(*args: Any, **kwargs: Any) -> None:
-        if point == "mid-stream":
-            kwargs["target_file_size"] = 1  # data files go out while the batches stream
-        write(*args, **kwargs)
-
-    deltalake.write_deltalake = write_deltalake
-
-    open_table = DeltaSink.open
-
-    def opened(self: DeltaSink) -> Any:
-        table = open_table(self)
-        if point == "opened" and first["open"]:
-            first["open"] = False
-            hold(point)
-        return table
-
-    DeltaSink.open = opened  # type: ignore[method-assign]
+    deltalake.write_deltalake = before_commit(write)
+    deltalake.DeltaTable.create_write_transaction = before_commit(  # type: ignore[method-assign]
+        deltalake.DeltaTable.create_write_transaction
+    )
+    transaction.create_table_with_add_actions = before_commit(
+        transaction.create_table_with_add_actions
+    )
 
     commit = DeltaSink.commit
 

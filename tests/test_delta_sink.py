@@ -854,7 +854,7 @@ def wait_for_new_files(store: Store, before: set[str], timeout: float = 30.0) ->
 # --------------------------------------------------------------------------- 5. two writers
 
 
-RACE_CASES = ["overlap", "new-table-opened", "new-table-writing", "disjoint", "together"]
+RACE_CASES = ["overlap", "new-table-found-none", "new-table-writing", "disjoint", "together"]
 
 
 @pytest.mark.slow
@@ -864,10 +864,10 @@ def test_two_processes_committing_at_once_lose_and_double_nothing(
 ) -> None:
     """Both runs read the window and hold the table's current version, then both stop.
 
-    ``overlap``: both stop once they opened the table; A commits, then B commits on its stale
+    ``overlap``: both stop right before committing; A commits, then B commits on its stale
     version: delta-rs refuses it (CommitFailedError) and the sink commits again on the new
-    version. ``new-table-opened``: the same before any table exists: B found none, A creates
-    it, and B must replace only its window on it (written by URI without the window's
+    version. ``new-table-found-none``: the same before any table exists: B found none, A
+    creates it, and B must replace only its window on it (written by URI without the window's
     predicate, it replaced A's rows on every day). ``new-table-writing``: no table yet, both
     stop while streaming rows; A creates the table, then B goes on (through
     ``write_deltalake``, whose creating commit delta-rs rebased onto A's table without a
@@ -880,7 +880,8 @@ def test_two_processes_committing_at_once_lose_and_double_nothing(
         "disjoint": [("2025-03-01", "2025-03-08"), ("2025-03-10", "2025-03-21")],
     }.get(case, [("2025-03-01", "2025-03-13"), ("2025-03-08", "2025-03-21")])
     new_table = case.startswith("new-table") or case == "together"
-    point = "opened" if case in ("overlap", "new-table-opened", "disjoint") else "in-stream"
+    barrier = ("overlap", "new-table-found-none", "disjoint")
+    point = "before-commit" if case in barrier else "in-stream"
     if not new_table:
         extract(store, sandbox.url, *span)
     base = len(store.commits())
