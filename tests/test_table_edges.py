@@ -117,3 +117,50 @@ def test_an_output_path_inside_a_delta_table_is_refused(
         op.execute({"run_id": "manual__nested"})
 
     assert lucca_conn.stats()["requests"] == 0
+
+
+class FakeTaskTimeout(BaseException):
+    """What Airflow raises on ``execution_timeout`` or SIGTERM: not an ``Exception``."""
+
+
+def test_a_timeout_right_after_the_commit_keeps_the_files_it_committed(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "table"
+    run(sandbox, DeltaSink(str(root)), "2025-01-01", "2025-02-01")
+    sink = DeltaSink(str(root))
+    real_commit = sink._commit
+
+    def commit_then_time_out(*args: Any) -> int:
+        real_commit(*args)
+        raise FakeTaskTimeout()
+
+    sink._commit = commit_then_time_out  # type: ignore[method-assign]
+    with pytest.raises(FakeTaskTimeout):
+        run(sandbox, sink, "2025-03-01", "2025-04-01")
+
+    table = DeltaTable(str(root))
+    assert table.version() == 1  # the commit landed: every file it lists must be there
+    truth = sorted(
+        r["id"] for r in sandbox.records if "2025-03-01" <= r["sessionEndsOn"] < "2025-04"
+    )
+    assert sorted(march_ids(root)) == truth
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_fails_before_any_request_naming_output_path(
+    lucca_conn: SandboxServer, s3_bucket: str
+) -> None:
+    op = RealizedTrainingsOperator(
+        task_id="typo",
+        output_path=f"s3://aws_local@{s3_bucket}-typo/lucca/realized_trainings",
+        file_format="delta",
+        session_end_from="2025-03-01",
+        session_end_until="2025-03-08",
+    )
+    lucca_conn.reset_stats()
+
+    with pytest.raises(LuccaConfigError, match=r"output_path.*cannot be read or written"):
+        op.execute({"run_id": "manual__typo"})
+
+    assert lucca_conn.stats()["requests"] == 0

@@ -141,7 +141,25 @@ class DeltaSink:
     def guard(self, token: str, run_id: str | None, log: Logger) -> NoGuard:
         """Concurrent runs are settled by the log's commit. An existing table is checked now,
         before the run's first request to Lucca."""
-        table = self.open()
+        try:
+            table = self.open()
+            if table is None:
+                # The first run: prove now that the root can be written (a misspelled bucket,
+                # missing credentials), not after the whole read of Lucca.
+                filesystem = self._filesystem()
+                probe = f"_lucca_write_check_{token}"
+                import pyarrow.parquet as pq
+
+                with filesystem.open_output_stream(probe) as stream:
+                    # Parquet, as the data files are written (delta-rs's stream takes no bytes).
+                    pq.write_table(self.schema.arrow.empty_table(), stream)
+                filesystem.delete_file(probe)
+        except Exception as exc:
+            raise LuccaConfigError(
+                f"Invalid output_path: {self.describe()} cannot be read or written "
+                f"({type(exc).__name__}: {exc}). Check the bucket and the connection's "
+                "credentials."
+            ) from exc
         if table is not None:
             self._check_compatible(table)
         return NoGuard()
@@ -199,6 +217,11 @@ class DeltaSink:
         written: list[str] = []
         try:
             actions = list(self._write(filesystem, rows, token, written))
+        except BaseException:
+            # No commit was tried: no version lists the files (what is left, maintenance removes).
+            _remove_quietly(filesystem, written, log)
+            raise
+        try:
             version = commit_with_retries(
                 lambda number: self._commit(actions, first, last, metadata, token, filesystem),
                 is_conflict=self._is_conflict,
@@ -207,11 +230,14 @@ class DeltaSink:
                 days=days,
                 log=log,
             )
-        except BaseException as exc:
-            if not isinstance(exc, LuccaStorageError) or self._is_conflict(exc.__cause__):
-                # No commit lists the files: remove them (what is left, maintenance removes).
+        except LuccaStorageError as exc:
+            if self._is_conflict(exc.__cause__):
+                # Every commit lost its race: none lists the files.
                 _remove_quietly(filesystem, written, log)
             raise
+        # Anything else (an execution_timeout, a SIGTERM, a failure once the store may have
+        # taken the commit) leaves the files: a version may list them. Maintenance removes
+        # them if none does.
         log.info("Committed version %d of %s: %s to %s", version, self.describe(), first, last)
         return Committed(rows.counts, version)
 

@@ -114,17 +114,19 @@ def commit_with_retries(
                 )
                 time.sleep(min(0.2 * number, 2.0))
                 continue
-            why = (
-                f"{retries + 1} commits of the window each lost a race with another writer"
-                if is_conflict(exc)
-                else "the table commit failed"
-            )
-            raise LuccaStorageError(
-                f"{why} ({type(exc).__name__}: {exc}); {target} still shows the table as it was "
-                "before this run.",
-                phase="commit",
-                committed_days=(),
-            ) from exc
+            if is_conflict(exc):
+                message = (
+                    f"{retries + 1} commits of the window each lost a race with another writer "
+                    f"({type(exc).__name__}: {exc}); {target} still shows the table as it was "
+                    "before this run."
+                )
+            else:
+                message = (
+                    f"The table commit failed ({type(exc).__name__}: {exc}). If the store took "
+                    f"the commit before failing, {target} holds this run's version, otherwise the "
+                    "one before it: never a mix. Re-run the window to be sure."
+                )
+            raise LuccaStorageError(message, phase="commit", committed_days=()) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
