@@ -26,7 +26,7 @@ DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'
 
 def duckdb_snippet() -> str:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    (snippet,) = [block for block in blocks if "duckdb.sql" in block]
+    (snippet,) = [block for block in blocks if "duckdb.sql" in block and "_manifest.json" in block]
     assert DEMO_ROOT in snippet
     return snippet
 

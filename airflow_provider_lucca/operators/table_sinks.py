@@ -32,10 +32,12 @@ AZURE_SCHEMES = ("abfs", "abfss", "az", "adl")
 
 def delta_sink(url: str) -> DeltaSink:
     """The Delta sink of an ``output_path`` URL (already checked by ``storage_url``)."""
+    from airflow.sdk import ObjectStoragePath
+
     from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
 
     uri, options = delta_location(url)
-    return DeltaSink(uri, options)
+    return DeltaSink(uri, options, files=ObjectStoragePath(url))
 
 
 def validate_table_identifier(value: object) -> str:

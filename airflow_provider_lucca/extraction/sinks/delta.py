@@ -30,6 +30,7 @@ from airflow_provider_lucca.extraction.sinks.table import (
     commit_with_retries,
     window_bounds,
 )
+from airflow_provider_lucca.extraction.storage import StoragePath
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
 #: Columns whose minimum and maximum go into each file's statistics (what engines skip files on).
@@ -118,6 +119,9 @@ class DeltaSink:
     :param uri: the table root as delta-rs reads it: ``s3://bucket/key``, ``gs://...``,
         ``az://...`` or a local path.
     :param storage_options: delta-rs / object_store options (credentials, region, endpoint).
+    :param files: the same root as a :class:`StoragePath` (an ``ObjectStoragePath``), to upload
+        the data files through fsspec; without it they go through delta-rs's store, one at a
+        time.
     """
 
     file_format = "delta"
@@ -127,11 +131,13 @@ class DeltaSink:
         uri: str,
         storage_options: dict[str, str] | None = None,
         *,
+        files: StoragePath | None = None,
         commit_retries: int = DEFAULT_COMMIT_RETRIES,
     ) -> None:
         self.deltalake = import_deltalake()
         self.uri = uri
         self.storage_options = dict(storage_options or {})
+        self.files = files
         self.commit_retries = commit_retries
         self.schema = RecordSchema(import_pyarrow("delta", "delta"), partition_column=True)
 
@@ -201,22 +207,27 @@ class DeltaSink:
         guard: RunGuard,
         log: Logger,
     ) -> Committed:
-        """Write the window's data files a day at a time, then commit them in one version.
+        """Write the window's data files a day at a time, upload them, then commit them in one
+        version.
 
         ``write_deltalake`` would keep a Parquet writer open for every day of the window until
         its stream ends (365 days: +130 MB, growing with the records); here one day's file is
-        open at a time, and the files go into the log in one transaction that replaces the
-        window's partitions. On a conflict the same files are committed again on the new
-        version; if the run fails before its commit, it deletes them.
+        open at a time, on local scratch disk, and the files are uploaded together, then go into
+        the log in one transaction that replaces the window's partitions. On a conflict the same
+        files are committed again on the new version; if the run fails before its commit, it
+        deletes them.
         """
         first, last = window_bounds(days)
         rows = WindowRows(self.schema, days, records)
         metadata = commit_metadata(fields, rows.total())
         token = fields["run"]["token"]
         filesystem = self._filesystem()
-        written: list[str] = []
+        staging = os.path.join(workdir, "delta")
+        staged = list(self._write(rows, token, staging))
+        actions = [action for _, action in staged]
+        written = [action.path for action in actions]
         try:
-            actions = list(self._write(filesystem, rows, token, written))
+            self._upload(filesystem, staging, written)
         except BaseException:
             # No commit was tried: no version lists the files (what is left, maintenance removes).
             _remove_quietly(filesystem, written, log)
@@ -251,11 +262,9 @@ class DeltaSink:
             os.makedirs(self.uri, exist_ok=True)
         return PyFileSystem(DeltaStorageHandler(self.uri, self.storage_options))
 
-    def _write(
-        self, filesystem: Any, rows: WindowRows, token: str, written: list[str]
-    ) -> Iterator[Any]:
-        """An ``AddAction`` per day with records: its file written as batches arrive (the batches
-        come day after day), with the statistics engines use to skip files."""
+    def _write(self, rows: WindowRows, token: str, staging: str) -> Iterator[tuple[str, Any]]:
+        """``(local file, AddAction)`` per day with records: its file written in ``staging`` as
+        batches arrive (they come day after day), with the statistics engines skip files on."""
         import pyarrow.parquet as pq
         from deltalake.transaction import AddAction
 
@@ -263,19 +272,16 @@ class DeltaSink:
         data_schema = self.schema.arrow.remove(self.schema.arrow.get_field_index(PARTITION_COLUMN))
         day: date | None = None
         writer: Any = None
-        stream: Any = None
         stats = _FileStats()
-        path = ""
+        path = local = ""
 
-        def close() -> Any:
+        def close() -> tuple[str, Any]:
             writer.close()
-            stream.close()  # a writer given a stream leaves it open
-            size = filesystem.get_file_info(path).size
-            now_ms = int(time.time() * 1000)
             assert day is not None
-            return AddAction(
-                path, size, {PARTITION_COLUMN: day.isoformat()}, now_ms, True, stats.to_json()
-            )
+            size = os.path.getsize(local)
+            now_ms = int(time.time() * 1000)
+            partition = {PARTITION_COLUMN: day.isoformat()}
+            return local, AddAction(path, size, partition, now_ms, True, stats.to_json())
 
         for batch in rows.batches():
             batch_day = batch.column(PARTITION_COLUMN)[0].as_py()
@@ -287,14 +293,38 @@ class DeltaSink:
                     f"{PARTITION_COLUMN}={batch_day.isoformat()}/"
                     f"part-00000-{token}-{uuid.uuid4().hex}.zstd.parquet"
                 )
-                written.append(path)
-                stream = filesystem.open_output_stream(path)
-                writer = pq.ParquetWriter(stream, data_schema, compression="zstd")
+                local = os.path.join(staging, path)
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                writer = pq.ParquetWriter(local, data_schema, compression="zstd")
             data = pa.Table.from_batches([batch]).drop_columns([PARTITION_COLUMN])
             writer.write_table(data)
             stats.add(data)
         if writer is not None:
             yield close()
+
+    def _upload(self, filesystem: Any, staging: str, paths: Sequence[str]) -> None:
+        """Upload the staged files: through ``files`` (fsspec: one PUT a file, many at once,
+        without holding the GIL) when the sink has it, else through delta-rs's store."""
+        if self.files is not None:
+            root = self.files
+            if root.protocol in ("file", "local"):
+                for path in paths:
+                    (root / path).parent.mkdir(parents=True, exist_ok=True)
+            fsspec_filesystem: Any = root.fs  # fsspec's AbstractFileSystem
+            fsspec_filesystem.put(
+                [os.path.join(staging, path) for path in paths],
+                [f"{root.path.rstrip('/')}/{path}" for path in paths],
+            )
+            return
+        from pyarrow.fs import LocalFileSystem, copy_files
+
+        for path in paths:
+            copy_files(
+                os.path.join(staging, path),
+                path,
+                source_filesystem=LocalFileSystem(),
+                destination_filesystem=filesystem,
+            )
 
     def _commit(
         self,
