@@ -9,7 +9,7 @@ from datetime import date
 from typing import Protocol, runtime_checkable
 
 from airflow_provider_lucca.client.client import Logger
-from airflow_provider_lucca.extraction.commit import LockGuard, RunFields
+from airflow_provider_lucca.extraction.commit import LockGuard, NoGuard, RunFields
 from airflow_provider_lucca.extraction.spool import DaySpooler
 
 #: What a run holds while it extracts, checked between requests and before every write: the
@@ -17,24 +17,7 @@ from airflow_provider_lucca.extraction.spool import DaySpooler
 #: concurrent runs).
 RunGuard = LockGuard
 
-
-class NoGuard:
-    """The guard of sinks whose store settles concurrency itself."""
-
-    def __enter__(self) -> NoGuard:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def check(self) -> None:
-        return None
-
-    def verify(self) -> None:
-        return None
-
-    def still_ours(self) -> bool:
-        return True
+__all__ = ["Committed", "DayRecords", "NoGuard", "OutputSink", "RunGuard"]
 
 
 @dataclass

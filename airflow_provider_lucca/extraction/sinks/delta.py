@@ -98,8 +98,6 @@ def import_deltalake() -> Any:
     try:
         import deltalake
     except ImportError as exc:
-        from airflow_provider_lucca.client.errors import LuccaConfigError
-
         raise LuccaConfigError(
             "file_format='delta' needs deltalake: pip install 'airflow-provider-lucca[delta]'"
         ) from exc
@@ -238,7 +236,6 @@ class DeltaSink:
                 is_conflict=self._is_conflict,
                 retries=self.commit_retries,
                 target=self.describe(),
-                days=days,
                 log=log,
             )
         except LuccaStorageError as exc:
@@ -477,7 +474,6 @@ class DeltaSink:
             is_conflict=self._is_conflict,
             retries=self.commit_retries,
             target=self.describe(),
-            days=(),
             log=log,
         )
         removed = json.loads(metrics["filesRemoved"])

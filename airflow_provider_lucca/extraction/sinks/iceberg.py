@@ -280,7 +280,6 @@ class IcebergSink:
                 is_conflict=_is_conflict,
                 retries=self.commit_retries,
                 target=self.describe(),
-                days=days,
                 log=log,
             )
         except LuccaStorageError as exc:
@@ -478,7 +477,6 @@ class IcebergSink:
             is_conflict=_is_conflict,
             retries=self.commit_retries,
             target=self.describe(),
-            days=(),
             log=log,
         )
         if days or manifests:

@@ -90,7 +90,6 @@ def commit_with_retries(
     is_conflict: Callable[[BaseException], bool],
     retries: int,
     target: str,
-    days: Sequence[date],
     log: Logger,
 ) -> T:
     """Run ``attempt(n)`` until it commits; a conflict (another writer committed an overlapping
