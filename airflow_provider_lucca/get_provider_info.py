@@ -43,6 +43,25 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Lucca",
         "description": "Extract realized trainings from Lucca (HR SaaS) into object storage.",
         "versions": [__version__],
+        "config": {
+            "lucca": {
+                "description": "Settings of the Lucca provider shared by every DAG.",
+                "options": {
+                    "budget_conn_id": {
+                        "description": (
+                            "A Redis connection (redis://host:port/db) through which every "
+                            "process on every worker shares each Lucca account's request budget "
+                            "(its connection's requests_per_minute). Empty: each task paces "
+                            "itself alone (README 'Scaling')."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "lucca_budget",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "integrations": [
             {
                 "integration-name": "Lucca",

@@ -30,7 +30,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaServerError,
     LuccaTLSError,
 )
-from airflow_provider_lucca.client.pacing import RequestPacer
+from airflow_provider_lucca.client.pacing import Pacer, RequestPacer
 from airflow_provider_lucca.client.paging import JsonObject, Page, PagingGuard, parse_page
 from airflow_provider_lucca.client.query import QueryParams, realized_trainings_params
 from airflow_provider_lucca.client.retry import (
@@ -66,6 +66,9 @@ class ClientStats:
 class LuccaClient:
     """A keep-alive session bound to one Lucca account.
 
+    :param pacer: where request slots come from: a budget shared with other processes
+        (:class:`~airflow_provider_lucca.client.budget.SharedBudget`), else this process's own
+        :class:`~airflow_provider_lucca.client.pacing.RequestPacer` at the config's rate.
     :param sleep: injectable so tests assert waits without waiting.
     """
 
@@ -77,6 +80,7 @@ class LuccaClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.config = config
         self.log: Logger = logger or logging.getLogger(__name__)
@@ -84,7 +88,9 @@ class LuccaClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._pacer = RequestPacer(config.requests_per_minute, clock=clock, sleep=sleep)
+        self._pacer: Pacer = pacer or RequestPacer(
+            config.requests_per_minute, clock=clock, sleep=sleep
+        )
         self.session = requests.Session()
         # .netrc from the environment must never replace the Authorization header, so the session
         # trusts nothing from the environment but its HTTPS proxy settings (HTTPS_PROXY,
@@ -167,6 +173,9 @@ class LuccaClient:
             )
             self.stats.retries += 1
             self.stats.retry_wait_seconds += decision.wait
+            if failure.status == 429:
+                # Everyone sharing the budget pauses, not only this process.
+                self._pacer.hold(decision.wait)
             if decision.wait > 0:
                 self._sleep(decision.wait)
 

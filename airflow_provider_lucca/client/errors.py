@@ -89,3 +89,11 @@ class LuccaResponseError(LuccaError):
 
     Data from such an answer must never be committed: the extraction stops here.
     """
+
+
+class LuccaBudgetError(LuccaError):
+    """The request budget shared by the workers (Redis) could not be reached or read.
+
+    The extraction stops rather than pace itself alone, which would let several workers exceed
+    the tenant's limit together; nothing is committed, and a task retry starts over.
+    """

@@ -10,10 +10,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 #: Requests are spaced 1% wider than the nominal interval, so that jitter in network latency never
 #: pushes request N+rpm inside the server's 60-second window of request N.
 SAFETY_MARGIN = 0.01
+
+
+class Pacer(Protocol):
+    """Where a client takes its request slots: this process (:class:`RequestPacer`), or a budget
+    every worker shares (:class:`~airflow_provider_lucca.client.budget.SharedBudget`)."""
+
+    def wait(self) -> float:
+        """Block until the next request may start; return the seconds waited."""
+
+    def hold(self, seconds: float) -> None:
+        """No request before ``seconds`` from now: the server answered 429 and asked for a pause,
+        which every process sharing the budget must respect, not only the one that got it."""
+
+
+def interval_of(requests_per_minute: float) -> float:
+    """Seconds between two request slots; 0 when pacing is off."""
+    return 60.0 / requests_per_minute * (1 + SAFETY_MARGIN) if requests_per_minute > 0 else 0.0
 
 
 class RequestPacer:
@@ -29,9 +47,7 @@ class RequestPacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = (
-            60.0 / requests_per_minute * (1 + SAFETY_MARGIN) if requests_per_minute > 0 else 0.0
-        )
+        self.interval = interval_of(requests_per_minute)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -49,3 +65,10 @@ class RequestPacer:
         if waited > 0:
             self._sleep(waited)
         return waited
+
+    def hold(self, seconds: float) -> None:
+        if self.interval == 0.0 or seconds <= 0:
+            return
+        with self._lock:
+            until = self._clock() + seconds
+            self._next_slot = until if self._next_slot is None else max(self._next_slot, until)

@@ -121,7 +121,15 @@ class LuccaHook(BaseHook):
 
     @cached_property
     def client(self) -> LuccaClient:
-        return LuccaClient(self.client_config, logger=self.log)
+        config = self.client_config
+        # Imported here: the shared budget (airflow.cfg [lucca] budget_conn_id) is only read by
+        # a task, never by the connection form or the DAG processor.
+        from airflow_provider_lucca.hooks.budget import shared_budget
+
+        budget = shared_budget(config.base_url, config.requests_per_minute)
+        if budget is not None:
+            self.log.info("Request budget of %s shared through Redis", config.base_url)
+        return LuccaClient(config, logger=self.log, pacer=budget)
 
     def close(self) -> None:
         """Close the HTTP session, if one was opened (workers run many tasks per process)."""
