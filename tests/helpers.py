@@ -119,3 +119,51 @@ def decode_part(name: str, data: bytes) -> list[dict[str, Any]]:
 
         return pq.read_table(io.BytesIO(data)).to_pylist()  # type: ignore[no-any-return]
     raise AssertionError(f"unexpected part file {name}")
+
+
+# --------------------------------------------------------------------------- sandbox request log
+
+import urllib.request  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+
+def max_requests_in_any_window(times: Sequence[float], window: float = 60.0) -> int:
+    """The most requests that fall inside any one window of ``window`` seconds.
+
+    Windows are those of the sandbox's limiter (:class:`~lucca_sandbox.RateLimiter`): the window
+    that ends at ``t`` holds the requests in ``(t - window, t]``, so two requests exactly
+    ``window`` seconds apart are never in the same one. Hence, for a limit ``L``, the limiter
+    admits every request of ``times`` exactly when this is at most ``L`` (pinned by a property
+    test). Pass the arrival times that count: a budget proof counts every request, answered 429
+    or not; ``times`` need not be sorted.
+    """
+    if not window > 0:
+        raise ValueError(f"window must be > 0 seconds, got {window!r}")
+    ordered = sorted(times)
+    best = 0
+    first = 0
+    for last, now in enumerate(ordered):
+        window_start = now - window  # the limiter's own arithmetic, so float ties agree
+        while ordered[first] <= window_start:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def sandbox_request_log(url: str, admin_token: str | None = None) -> list[dict[str, Any]]:
+    """The sandbox's request log (``GET <url>/_sandbox/requests``): every API request it answered
+    since its start or last ``reset-stats``, in arrival order, as ``{"at", "status", "path",
+    "query"}``. The endpoint is open like ``stats``; ``admin_token`` is sent when given, for
+    callers that hold one anyway. Fails when the sandbox dropped old entries: a proof over part of
+    the requests proves nothing.
+    """
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    request = urllib.request.Request(url.rstrip("/") + "/_sandbox/requests", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    assert payload["dropped"] == 0, (
+        f"the sandbox at {url} dropped {payload['dropped']} old log entries: reset it "
+        "(POST /_sandbox/reset-stats) before the run to be proven"
+    )
+    requests: list[dict[str, Any]] = payload["requests"]
+    return requests

@@ -27,7 +27,21 @@ from .faults import FaultSchedule, parse_fault_kinds, parse_fault_spec
 from .moves import RecordMove, coerce_moves
 from .server import BOUNDS, DEFAULT_API_KEY, ORDERS, SandboxConfig, SandboxServer
 
-__all__ = ["DEFAULT_API_KEY", "build_parser", "main"]
+__all__ = ["ADMIN_ENDPOINTS", "DEFAULT_API_KEY", "build_parser", "main"]
+
+#: The ``--help`` epilog: what the sandbox answers besides the API, and who may call it.
+ADMIN_ENDPOINTS = """\
+admin endpoints (GET: open; POST: 'Authorization: Bearer <admin token>'):
+  GET  /_sandbox/health       {"status": "ok"}
+  GET  /_sandbox/stats        request counters by status, faults, moves applied
+  GET  /_sandbox/config       the current settings
+  GET  /_sandbox/requests     the request log: every API request answered, in arrival
+                              order, {"requests": [{"at": <time.time()>, "status": <int,
+                              null if dropped>, "path", "query"}], "dropped": <evicted>};
+                              the last 100,000 are kept, the API key never is
+  POST /_sandbox/config       change settings or data (a JSON object, as configure())
+  POST /_sandbox/reset-stats  zero the counters, the rate window and the request log
+"""
 
 
 def _date(text: str) -> date:
@@ -108,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lucca-sandbox",
         description="Local emulator of Lucca GET /talent-training/api/v2/realized-trainings.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=ADMIN_ENDPOINTS,
     )
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

@@ -159,6 +159,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if api:
             # Count before writing: a client that has read the answer sees it in the stats.
             self.sandbox.state.count_status(status)
+            self._log(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -167,6 +168,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _log(self, status: int | None) -> None:
+        path, _, query = self.path.partition("?")
+        self.sandbox.state.request_log.record(
+            self._arrival, status, API_PATH if path == API_PATH else path, query
+        )
 
     def _send_json(self, status: int, payload: object, api: bool = False) -> None:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -223,6 +230,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         admin = path.startswith(ADMIN_PREFIX)
         self._ticket: tuple[int, int] | None = None
+        if not admin:
+            self._arrival = self.sandbox.state.request_log.arrive()
         try:
             if admin and self.command != "GET":
                 # Before reading the body: an unauthenticated client uploads nothing.
@@ -301,6 +310,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """Play fault ``kind``; return True when the response has been handled."""
         config = self.sandbox.state.config
         if kind == "drop":
+            self._log(None)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -340,6 +350,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok"})
         elif route == ("GET", "/_sandbox/stats"):
             self._send_json(200, state.stats())
+        elif route == ("GET", "/_sandbox/requests"):
+            self._send_json(200, state.request_log.snapshot())
         elif route == ("POST", "/_sandbox/reset-stats"):
             state.reset_stats()
             self._send_json(200, state.stats())

@@ -93,6 +93,10 @@ class SandboxProcess:
     def stats(self) -> dict[str, Any]:
         return self.admin("stats")
 
+    def request_log(self) -> dict[str, Any]:
+        """``GET /_sandbox/requests``: ``{"requests": [...], "dropped": n}`` (see SandboxServer)."""
+        return self.admin("requests")
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -14,6 +14,7 @@ number (see :mod:`.faults`), so a failing run can be replayed exactly.
 - :mod:`.config`: :class:`SandboxConfig` and the validation of every setting;
 - :mod:`.query`: query-string validation, filters, opaque cursors, the page payload;
 - :mod:`.ratelimit`: the tenant's sliding-window rate limit;
+- :mod:`.requestlog`: when each API request arrived and what it got (``GET /_sandbox/requests``);
 - :mod:`.state`: the dataset, filter cache, counters, scheduled moves, runtime changes;
 - :mod:`.handler`: the HTTP server and request handler (API, faults, admin endpoints).
 """
@@ -148,8 +149,19 @@ class SandboxServer:
         """Same payload as ``GET /_sandbox/stats``."""
         return self._state.stats()
 
+    def request_log(self) -> dict[str, Any]:
+        """Same payload as ``GET /_sandbox/requests``: ``{"requests": [...], "dropped": n}``.
+
+        Every API request answered since the start or the last reset, in arrival order, as
+        ``{"at": time.time() on arrival, "status": int (None: connection dropped), "path",
+        "query"}``; admin requests are not in it. The last 100,000 are kept, ``dropped`` counts
+        the older ones.
+        """
+        return self._state.request_log.snapshot()
+
     def reset_stats(self) -> None:
-        """Same as ``POST /_sandbox/reset-stats``: counters, fault/move numbering, rate window."""
+        """Same as ``POST /_sandbox/reset-stats``: counters, fault/move numbering, rate window,
+        request log."""
         self._state.reset_stats()
 
     def configure(self, **changes: Any) -> dict[str, Any]:

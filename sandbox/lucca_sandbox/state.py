@@ -1,4 +1,4 @@
-"""What every handler thread shares: the dataset, the filter cache, counters and settings.
+"""What every handler thread shares: the dataset, the filter cache, counters, request log, settings.
 
 Requests are numbered here (faults and moves are timed by that number), scheduled moves are
 applied here, and runtime reconfiguration (validated by :func:`.config.validate_changes`) is
@@ -22,6 +22,7 @@ from .data import generate_records
 from .moves import RecordMove
 from .query import Filters, filter_records
 from .ratelimit import RateLimiter
+from .requestlog import RequestLog
 
 __all__ = ["SandboxState"]
 
@@ -78,6 +79,7 @@ class SandboxState:
         )
         self._by_end_date: tuple[int, list[dict[str, Any]]] | None = None
         self.limiter = RateLimiter(config.requests_per_minute)
+        self.request_log = RequestLog()
         self.requests = 0
         self.by_status: dict[str, int] = {}
         self.faults = 0
@@ -167,7 +169,8 @@ class SandboxState:
             }
 
     def reset_stats(self) -> None:
-        """Zero the counters, restart fault and move numbering at 1, empty the rate window.
+        """Zero the counters, restart fault and move numbering at 1, empty the rate window and
+        the request log.
 
         Moved records stay where they are; the moves fire again from request 1.
         """
@@ -180,6 +183,7 @@ class SandboxState:
             self._moves_through = 0
             self.epoch += 1
             self.limiter.reset()
+            self.request_log.clear()
 
     # -- data
 
