@@ -25,6 +25,9 @@ ARROW_BATCH_ROWS = 10_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: The tables' partition column: the day the run filed the record under (its ``sessionEndsOn``).
 PARTITION_COLUMN = "session_end_on"
+#: The tables' first partition column when one table holds several Lucca accounts: the tenant's
+#: name, so that a run replaces its own tenant's days only.
+TENANT_COLUMN = "tenant"
 
 
 def import_pyarrow(file_format: str, extra: str) -> Any:
@@ -42,7 +45,9 @@ def import_pyarrow(file_format: str, extra: str) -> Any:
 class RecordSchema:
     """The Arrow schema of a record and the conversion of a received record into a row."""
 
-    def __init__(self, pa: Any, *, partition_column: bool = False) -> None:
+    def __init__(
+        self, pa: Any, *, partition_column: bool = False, tenant_column: bool = False
+    ) -> None:
         self.pa = pa
         self.training_type = pa.struct(
             [
@@ -65,17 +70,24 @@ class RecordSchema:
             ("durationInHours", pa.decimal128(12, 2)),
             ("_extra", pa.string()),
         ]
+        if tenant_column:
+            fields.append(pa.field(TENANT_COLUMN, pa.string(), nullable=False))
         if partition_column:
             fields.append(pa.field(PARTITION_COLUMN, pa.date32(), nullable=False))
         self.arrow: pa.Schema = pa.schema(fields)
 
     def batches(
-        self, payloads: Iterable[list[bytes]], day: date | None = None
+        self,
+        payloads: Iterable[list[bytes]],
+        day: date | None = None,
+        tenant: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of at most ``ARROW_BATCH_ROWS`` rows from batches of JSON texts.
 
         :param day: the partition column's value for every row (a schema built with
             ``partition_column=True`` only).
+        :param tenant: the tenant column's value for every row (a schema built with
+            ``tenant_column=True`` only).
         """
         rows: list[dict[str, Any]] = []
         for batch in payloads:
@@ -83,6 +95,8 @@ class RecordSchema:
                 row = to_row(json.loads(payload))
                 if day is not None:
                     row[PARTITION_COLUMN] = day
+                if tenant is not None:
+                    row[TENANT_COLUMN] = tenant
                 rows.append(row)
                 if len(rows) >= ARROW_BATCH_ROWS:
                     yield self.pa.RecordBatch.from_pylist(rows, schema=self.arrow)

@@ -30,14 +30,15 @@ GCS_SCHEMES = ("gs", "gcs")
 AZURE_SCHEMES = ("abfs", "abfss", "az", "adl")
 
 
-def delta_sink(url: str) -> DeltaSink:
-    """The Delta sink of an ``output_path`` URL (already checked by ``storage_url``)."""
+def delta_sink(url: str, *, tenant: str | None = None) -> DeltaSink:
+    """The Delta sink of an ``output_path`` URL (already checked by ``storage_url``); with a
+    tenant, the table holds several accounts and the run replaces this one's rows only."""
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_lucca.extraction.sinks.delta import DeltaSink
 
     uri, options = delta_location(url)
-    return DeltaSink(uri, options, files=ObjectStoragePath(url))
+    return DeltaSink(uri, options, files=ObjectStoragePath(url), tenant=tenant)
 
 
 def validate_table_identifier(value: object) -> str:
@@ -55,9 +56,10 @@ def iceberg_asset_uri(conn_id: str, table: str) -> str:
     return f"iceberg://{conn_id}/{table.replace('.', '/')}"
 
 
-def iceberg_sink(conn_id: str, table: str) -> IcebergSink:
+def iceberg_sink(conn_id: str, table: str, *, tenant: str | None = None) -> IcebergSink:
     """The Iceberg sink of ``table`` in the catalog that connection ``conn_id`` describes (see
-    :func:`iceberg_catalog_properties`); the catalog is named after the connection."""
+    :func:`iceberg_catalog_properties`); the catalog is named after the connection. With a
+    tenant, the table holds several accounts and the run replaces this one's rows only."""
     from airflow_provider_lucca.extraction.sinks.iceberg import IcebergSink
 
     properties = iceberg_catalog_properties(conn_id)
@@ -78,7 +80,7 @@ def iceberg_sink(conn_id: str, table: str) -> IcebergSink:
                     f"{ICEBERG_CONNECTION_FORM}"
                 ) from first
 
-    return IcebergSink(load, table, catalog_name=conn_id)
+    return IcebergSink(load, table, catalog_name=conn_id, tenant=tenant)
 
 
 #: What an Iceberg catalog connection looks like, for error messages (no values of the user's).

@@ -19,18 +19,23 @@ from airflow_provider_lucca.extraction.commit import RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
+    TENANT_COLUMN,
     RecordSchema,
     import_pyarrow,
 )
 from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
 from airflow_provider_lucca.extraction.sinks.table import (
     DEFAULT_COMMIT_RETRIES,
+    TENANT_COMMIT_RETRIES,
     WindowRows,
     commit_metadata,
     commit_with_retries,
+    jittered_backoff,
+    linear_backoff,
     window_bounds,
 )
 from airflow_provider_lucca.extraction.storage import StoragePath
+from airflow_provider_lucca.tenants import validate_tenant_name
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
 #: Columns whose minimum and maximum go into each file's statistics (what engines skip files on).
@@ -120,6 +125,13 @@ class DeltaSink:
     :param files: the same root as a :class:`StoragePath` (an ``ObjectStoragePath``), to upload
         the data files through fsspec; without it they go through delta-rs's store, one at a
         time.
+    :param tenant: the Lucca account of the run when one table holds several: the table gets a
+        ``tenant`` column and is partitioned by ``tenant`` then ``session_end_on``, and the
+        run's commit replaces that tenant's days of its window only. None: a table of one
+        account, partitioned by day alone. The two kinds are never mixed in one table.
+    :param commit_retries: commits made again after losing a race; by default
+        :data:`DEFAULT_COMMIT_RETRIES`, or :data:`TENANT_COMMIT_RETRIES` with a jittered wait
+        for a tenant (tenants finishing together all commit into the one table).
     """
 
     file_format = "delta"
@@ -130,14 +142,27 @@ class DeltaSink:
         storage_options: dict[str, str] | None = None,
         *,
         files: StoragePath | None = None,
-        commit_retries: int = DEFAULT_COMMIT_RETRIES,
+        tenant: str | None = None,
+        commit_retries: int | None = None,
     ) -> None:
         self.deltalake = import_deltalake()
         self.uri = uri
         self.storage_options = dict(storage_options or {})
         self.files = files
+        self.tenant = None if tenant is None else validate_tenant_name(tenant)
+        if commit_retries is None:
+            commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
         self.commit_retries = commit_retries
-        self.schema = RecordSchema(import_pyarrow("delta", "delta"), partition_column=True)
+        self.backoff = linear_backoff if tenant is None else jittered_backoff
+        self.schema = RecordSchema(
+            import_pyarrow("delta", "delta"),
+            partition_column=True,
+            tenant_column=tenant is not None,
+        )
+        #: The table's partition columns, outermost first (the data files' directories).
+        self.partition_by = (
+            [PARTITION_COLUMN] if tenant is None else [TENANT_COLUMN, PARTITION_COLUMN]
+        )
 
     def describe(self) -> str:
         return f"Delta table {self.uri}"
@@ -170,22 +195,39 @@ class DeltaSink:
 
     def _check_compatible(self, table: Any) -> None:
         """The table must be this provider's: the same columns and types, partitioned by day
-        alone. Committing into another table would replace its schema or, unpartitioned, its
-        rows outside the window."""
+        alone (by tenant then day for a tenant's run). Committing into another table would
+        replace its schema or, unpartitioned, its rows outside the window; a single-account
+        table and a tenants' table are never mixed: a run of one kind would replace every row
+        of its days written by the other kind."""
         pa = self.schema.pa
         found = pa.schema(table.schema().to_arrow())
         expected = [(field.name, field.type) for field in self.schema.arrow]
         partitions = list(table.metadata().partition_columns)
+        tenanted = TENANT_COLUMN in found.names or TENANT_COLUMN in partitions
+        if self.tenant is not None and not tenanted:
+            raise LuccaConfigError(
+                f"Invalid output_path for tenant={self.tenant!r}: {self.describe()} holds a "
+                f"single-account table (no {TENANT_COLUMN} column), whose days a tenant's run "
+                "would replace for every account. Give the tenants' table a path of its own, or "
+                "run this account without tenant."
+            )
+        if self.tenant is None and tenanted:
+            raise LuccaConfigError(
+                f"Invalid output_path: {self.describe()} holds several Lucca accounts' rows (a "
+                f"{TENANT_COLUMN} partition column), and a run without tenant would replace the "
+                "days of every tenant. Set tenant, or give this account a path of its own."
+            )
         if [(field.name, field.type) for field in found] != expected:
             raise LuccaConfigError(
                 f"Invalid output_path: {self.describe()} exists with columns this provider does "
                 f"not write ({found.names}); give the Lucca table a path of its own."
             )
-        if partitions != [PARTITION_COLUMN]:
+        if partitions != self.partition_by:
+            wanted = " then ".join(self.partition_by)
             raise LuccaConfigError(
                 f"Invalid output_path: {self.describe()} is partitioned by {partitions}, not by "
-                f"{PARTITION_COLUMN} alone: a run replaces whole days; give the Lucca table a "
-                "path of its own."
+                f"{wanted}{' alone' if self.tenant is None else ''}: a run replaces whole days; "
+                "give the Lucca table a path of its own."
             )
 
     def open(self) -> Any:
@@ -216,8 +258,8 @@ class DeltaSink:
         deletes them.
         """
         first, last = window_bounds(days)
-        rows = WindowRows(self.schema, days, records)
-        metadata = commit_metadata(fields, rows.total())
+        rows = WindowRows(self.schema, days, records, self.tenant)
+        metadata = commit_metadata(fields, rows.total(), self.tenant)
         token = fields["run"]["token"]
         filesystem = self._filesystem()
         staging = os.path.join(workdir, "delta")
@@ -237,6 +279,7 @@ class DeltaSink:
                 retries=self.commit_retries,
                 target=self.describe(),
                 log=log,
+                backoff=self.backoff,
             )
         except LuccaStorageError as exc:
             if self._is_conflict(exc.__cause__):
@@ -266,7 +309,11 @@ class DeltaSink:
         from deltalake.transaction import AddAction
 
         pa = self.schema.pa
-        data_schema = self.schema.arrow.remove(self.schema.arrow.get_field_index(PARTITION_COLUMN))
+        data_schema = self.schema.arrow
+        for column in self.partition_by:
+            data_schema = data_schema.remove(data_schema.get_field_index(column))
+        # Hive-style directories, outermost partition first (tenant names need no escaping).
+        prefix = "" if self.tenant is None else f"{TENANT_COLUMN}={self.tenant}/"
         day: date | None = None
         writer: Any = None
         stats = _FileStats()
@@ -278,6 +325,8 @@ class DeltaSink:
             size = os.path.getsize(local)
             now_ms = int(time.time() * 1000)
             partition = {PARTITION_COLUMN: day.isoformat()}
+            if self.tenant is not None:
+                partition[TENANT_COLUMN] = self.tenant
             return local, AddAction(path, size, partition, now_ms, True, stats.to_json())
 
         for batch in rows.batches():
@@ -287,13 +336,13 @@ class DeltaSink:
                     yield close()
                 day, stats = batch_day, _FileStats()
                 path = (
-                    f"{PARTITION_COLUMN}={batch_day.isoformat()}/"
+                    f"{prefix}{PARTITION_COLUMN}={batch_day.isoformat()}/"
                     f"part-00000-{token}-{uuid.uuid4().hex}.zstd.parquet"
                 )
                 local = os.path.join(staging, path)
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 writer = pq.ParquetWriter(local, data_schema, compression="zstd")
-            data = pa.Table.from_batches([batch]).drop_columns([PARTITION_COLUMN])
+            data = pa.Table.from_batches([batch]).drop_columns(self.partition_by)
             writer.write_table(data)
             stats.add(data)
         if writer is not None:
@@ -332,7 +381,8 @@ class DeltaSink:
         token: str,
         filesystem: Any,
     ) -> int:
-        """One commit of ``actions`` replacing the days ``[first, last]``; its version."""
+        """One commit of ``actions`` replacing the days ``[first, last]`` (of the sink's tenant
+        alone, when it has one); its version."""
         from deltalake.transaction import create_table_with_add_actions
 
         table = self.open()
@@ -343,7 +393,7 @@ class DeltaSink:
                     self.deltalake.Schema.from_arrow(self.schema.arrow),
                     actions,
                     mode="error",
-                    partition_by=[PARTITION_COLUMN],
+                    partition_by=self.partition_by,
                     description=TABLE_DESCRIPTION,
                     storage_options=self.storage_options,
                     commit_properties=self.deltalake.CommitProperties(
@@ -359,15 +409,19 @@ class DeltaSink:
             return self._version_of(token, filesystem, 0)
         self._check_compatible(table)
         base = int(table.version())
+        window = [
+            (PARTITION_COLUMN, ">=", first.isoformat()),
+            (PARTITION_COLUMN, "<=", last.isoformat()),
+        ]
+        if self.tenant is not None:
+            # The removes delta-rs derives: this tenant's files of the window, no other's.
+            window.insert(0, (TENANT_COLUMN, "=", self.tenant))
         table.create_write_transaction(
             actions,
             mode="overwrite",
             schema=self.schema.arrow,
-            partition_by=[PARTITION_COLUMN],
-            partition_filters=[
-                (PARTITION_COLUMN, ">=", first.isoformat()),
-                (PARTITION_COLUMN, "<=", last.isoformat()),
-            ],
+            partition_by=self.partition_by,
+            partition_filters=window,
             # Not rebased by delta-rs: its conflict check does not see files another run added
             # to days that were empty at this run's version (it would keep both runs' rows).
             # Failing instead, the commit is made again on the new version, whose files in the

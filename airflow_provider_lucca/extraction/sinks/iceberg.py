@@ -27,17 +27,22 @@ from airflow_provider_lucca.extraction.commit import RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
+    TENANT_COLUMN,
     RecordSchema,
     import_pyarrow,
 )
 from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
 from airflow_provider_lucca.extraction.sinks.table import (
     DEFAULT_COMMIT_RETRIES,
+    TENANT_COMMIT_RETRIES,
     WindowRows,
     commit_metadata,
     commit_with_retries,
+    jittered_backoff,
+    linear_backoff,
     window_bounds,
 )
+from airflow_provider_lucca.tenants import validate_tenant_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
     from pyiceberg.io import FileIO
     from pyiceberg.manifest import DataFile
+    from pyiceberg.partitioning import PartitionSpec
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table, Transaction
     from pyiceberg.table.update.snapshot import _OverwriteFiles
@@ -73,10 +79,12 @@ def import_pyiceberg() -> None:
 
 @dataclass(frozen=True)
 class _DayFiles:
-    """The live data files of one day (a file whose rows span several days is in none)."""
+    """The live data files of one day, of one tenant in a tenants' table (a file whose rows
+    span several days is in none)."""
 
     day: date
     files: list[DataFile]
+    tenant: str | None = None
 
 
 class IcebergSink:
@@ -95,6 +103,14 @@ class IcebergSink:
         they may hold credentials and are never logged) or a callable returning the catalog.
     :param identifier: ``namespace.table`` (namespaces may nest).
     :param catalog_name: the catalog's name (for pyiceberg, and in :meth:`describe`).
+    :param tenant: the Lucca account of the run when one table holds several: the table gets a
+        ``tenant`` column and is partitioned by ``identity(tenant)`` then
+        ``identity(session_end_on)``, and the run's snapshot replaces that tenant's files of
+        its window only. None: a table of one account, partitioned by day alone. The two kinds
+        are never mixed in one table.
+    :param commit_retries: commits made again on a reloaded table after losing a race; by
+        default :data:`DEFAULT_COMMIT_RETRIES`, or :data:`TENANT_COMMIT_RETRIES` with a jittered
+        wait for a tenant (tenants finishing together all commit into the one table).
     """
 
     file_format = "iceberg"
@@ -105,15 +121,24 @@ class IcebergSink:
         identifier: str,
         *,
         catalog_name: str = "default",
-        commit_retries: int = DEFAULT_COMMIT_RETRIES,
+        tenant: str | None = None,
+        commit_retries: int | None = None,
     ) -> None:
         import_pyiceberg()
         self._catalog_source = catalog if callable(catalog) else dict(catalog)
         self._catalog: Catalog | None = None
         self.identifier = identifier
         self.catalog_name = catalog_name
+        self.tenant = None if tenant is None else validate_tenant_name(tenant)
+        if commit_retries is None:
+            commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
         self.commit_retries = commit_retries
-        self.schema = RecordSchema(import_pyarrow("iceberg", "iceberg"), partition_column=True)
+        self.backoff = linear_backoff if tenant is None else jittered_backoff
+        self.schema = RecordSchema(
+            import_pyarrow("iceberg", "iceberg"),
+            partition_column=True,
+            tenant_column=tenant is not None,
+        )
 
     def __repr__(self) -> str:
         return f"IcebergSink({self.describe()!r})"
@@ -192,13 +217,16 @@ class IcebergSink:
                 if not catalog.namespace_exists(level):
                     raise
         schema = self.iceberg_schema()
-        source = schema.find_field(PARTITION_COLUMN).field_id
+        columns = [PARTITION_COLUMN] if self.tenant is None else [TENANT_COLUMN, PARTITION_COLUMN]
         spec = PartitionSpec(
-            PartitionField(
-                source_id=source,
-                field_id=1000,
-                transform=IdentityTransform(),
-                name=PARTITION_COLUMN,
+            *(
+                PartitionField(
+                    source_id=schema.find_field(column).field_id,
+                    field_id=1000 + number,
+                    transform=IdentityTransform(),
+                    name=column,
+                )
+                for number, column in enumerate(columns)
             )
         )
         try:
@@ -212,14 +240,30 @@ class IcebergSink:
             table = catalog.load_table(self.identifier)
             self._check_compatible(table)
             return table
-        log.info("Created %s, partitioned by %s", self.describe(), PARTITION_COLUMN)
+        log.info("Created %s, partitioned by %s", self.describe(), " then ".join(columns))
         return table
 
     def _check_compatible(self, table: Table) -> None:
-        """The table must take our rows as they are, and hold each day in files of its own."""
+        """The table must take our rows as they are, and hold each day in files of its own (of
+        one tenant, in a tenants' table). A single-account table and a tenants' table are never
+        mixed: a run of one kind would replace every row of its days written by the other."""
         from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
         from pyiceberg.transforms import DayTransform, IdentityTransform
 
+        tenanted = _tenant_field_id(table.schema()) is not None
+        if self.tenant is not None and not tenanted:
+            raise LuccaConfigError(
+                f"iceberg_table={self.identifier!r} holds a single-account table (no "
+                f"{TENANT_COLUMN} column), whose days a run of tenant={self.tenant!r} would "
+                "replace for every account. Choose another iceberg_table for the tenants, or "
+                "run this account without tenant."
+            )
+        if self.tenant is None and tenanted:
+            raise LuccaConfigError(
+                f"iceberg_table={self.identifier!r} holds several Lucca accounts' rows (a "
+                f"{TENANT_COLUMN} column), and a run without tenant would replace the days of "
+                "every tenant. Set tenant, or choose another iceberg_table for this account."
+            )
         try:
             _check_pyarrow_schema_compatible(
                 table.schema(),
@@ -243,6 +287,12 @@ class IcebergSink:
                 f"{PARTITION_COLUMN} (identity or day): a run replaces whole days, so each data "
                 f"file must hold one day. Its partition spec is {table.spec()}."
             )
+        if self.tenant is not None and _tenant_position(table.schema(), table.spec()) is None:
+            raise LuccaConfigError(
+                f"iceberg_table={self.identifier!r} has a {TENANT_COLUMN} column but is not "
+                f"partitioned by identity({TENANT_COLUMN}): a run replaces its tenant's days, so "
+                f"each data file must hold one tenant. Its partition spec is {table.spec()}."
+            )
 
     # ------------------------------------------------------------------ the run's commit
 
@@ -257,7 +307,7 @@ class IcebergSink:
         log: Logger,
     ) -> Committed:
         first, last = window_bounds(days)
-        rows = WindowRows(self.schema, days, records)
+        rows = WindowRows(self.schema, days, records, self.tenant)
         table = self.open_or_create(log)
         written: list[DataFile] = []
         try:
@@ -266,7 +316,7 @@ class IcebergSink:
         except BaseException:
             _remove_quietly(table.io, [data_file.file_path for data_file in written], log)
             raise
-        properties = commit_metadata(fields, sum(rows.counts.values()))
+        properties = commit_metadata(fields, sum(rows.counts.values()), self.tenant)
 
         def attempt(number: int) -> tuple[int, int]:
             current = table if number == 1 else self.open_or_create(log)
@@ -281,6 +331,7 @@ class IcebergSink:
                 retries=self.commit_retries,
                 target=self.describe(),
                 log=log,
+                backoff=self.backoff,
             )
         except LuccaStorageError as exc:
             if _is_conflict(exc.__cause__):
@@ -300,21 +351,31 @@ class IcebergSink:
 
     def _write(self, table: Table, batches: Iterable[pa.RecordBatch]) -> Iterator[DataFile]:
         """One data file per day (or per :data:`CHUNK_ROWS` rows of a bigger day), written as
-        pyiceberg writes them (field ids, column metrics, ``data/session_end_on=<day>/``), the
+        pyiceberg writes them (field ids, column metrics, ``data/session_end_on=<day>/``, or
+        ``data/tenant=<name>/session_end_on=<day>/`` in a tenants' table), the
         days of up to :data:`CHUNK_ROWS` rows at a time in parallel: what a run holds in memory,
         whatever the length of its window. The batches come day after day."""
         from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
-        from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+        from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey
         from pyiceberg.table import WriteTask
+        from pyiceberg.transforms import IdentityTransform
 
         arrow = self.schema.pa
         spec, schema = table.spec(), table.schema()
         source = schema.find_field(PARTITION_COLUMN)
-        if len(spec.fields) != 1 or spec.fields[0].source_id != source.field_id:
+        tenant_id = _tenant_field_id(schema)
+        if not spec.fields or not all(
+            part.source_id == source.field_id
+            or (part.source_id == tenant_id and isinstance(part.transform, IdentityTransform))
+            for part in spec.fields
+        ):
             yield from self._write_any_spec(table, batches)
             return
-        partition = spec.fields[0]
-        to_partition = partition.transform.pyarrow_transform(source.field_type)
+        to_partition = {
+            part.field_id: part.transform.pyarrow_transform(source.field_type)
+            for part in spec.fields
+            if part.source_id == source.field_id
+        }
         task_schema = pyarrow_to_schema(
             self.schema.arrow,
             name_mapping=schema.name_mapping,
@@ -324,9 +385,14 @@ class IcebergSink:
         days: list[tuple[object, list[pa.RecordBatch]]] = []  # (day, its rows) to write
         pending = 0
 
+        def value(part: PartitionField, day: object) -> object:
+            if part.field_id not in to_partition:
+                return self.tenant  # identity(tenant): every row of the run has its tenant
+            return to_partition[part.field_id](arrow.array([day], arrow.date32()))[0].as_py()
+
         def task(day: object, rows: list[pa.RecordBatch]) -> WriteTask:
-            value = to_partition(arrow.array([day], arrow.date32()))[0].as_py()
-            key = PartitionKey([PartitionFieldValue(partition, value)], spec, schema)
+            values = [PartitionFieldValue(part, value(part, day)) for part in spec.fields]
+            key = PartitionKey(values, spec, schema)
             return WriteTask(write_uuid, next(counter), task_schema, rows, partition_key=key)
 
         def flush() -> Iterator[DataFile]:
@@ -372,9 +438,14 @@ class IcebergSink:
             )
 
     def _files_between(self, table: Table, first: date, last: date) -> list[DataFile]:
-        """The live data files of the days ``[first, last]``, each wholly inside them."""
+        """The live data files of the days ``[first, last]``, each wholly inside them: of the
+        sink's tenant alone when it has one (its partition value, not its column bounds, which
+        Iceberg truncates, says whose a file is)."""
         files: list[DataFile] = []
-        for task in table.scan(row_filter=_window_filter(first, last)).plan_files():
+        row_filter = _window_filter(first, last, self.tenant)
+        for task in table.scan(row_filter=row_filter).plan_files():
+            if self.tenant is not None and _tenant_of(table, task.file) != self.tenant:
+                continue
             span = _days_of(table, task.file)
             if span is None or span[0] < first or span[1] > last:
                 raise LuccaStorageError(
@@ -395,13 +466,14 @@ class IcebergSink:
         added: Iterable[DataFile],
         properties: dict[str, str],
     ) -> int:
-        """One snapshot: ``replaced`` out, ``added`` in. Its conflict scope is the window:
-        pyiceberg's own retry re-bases it only when no concurrent commit touched the window,
-        and raises ``ValidationException`` otherwise."""
+        """One snapshot: ``replaced`` out, ``added`` in. Its conflict scope is the window (the
+        tenant's days of it in a tenants' table): pyiceberg's own retry re-bases it only when no
+        concurrent commit touched that scope, and raises ``ValidationException`` otherwise, so
+        other tenants committing at the same time do not make it start again."""
         with table.transaction() as transaction:
             update = _replace_files(transaction, table, properties)
             with update:
-                update.delete_by_predicate(_window_filter(first, last))
+                update.delete_by_predicate(_window_filter(first, last, self.tenant))
                 for data_file in replaced:
                     update.delete_data_file(data_file)
                 for data_file in added:
@@ -414,7 +486,9 @@ class IcebergSink:
         """Compact, expire snapshots, remove orphan files: what the weekly maintenance runs.
 
         - every day held in more than one data file (a day bigger than :data:`CHUNK_ROWS`, or
-          files another engine added) is rewritten into one file, and the current snapshot's
+          files another engine added) is rewritten into one file (in a tenants' table, each
+          tenant's day on its own: two tenants' rows never share a file), and the current
+          snapshot's
           manifests are merged, in one snapshot; a run committing meanwhile makes it start
           again on the new snapshot, so it never brings back rows a run replaced;
         - snapshots older than ``retention`` are expired (the current one is always kept):
@@ -491,9 +565,9 @@ class IcebergSink:
 
     def _rewrite(self, table: Table, targets: Sequence[_DayFiles], written: list[str]) -> None:
         """Each target day read (one day in memory at a time) and written back as one file, all
-        swapped in one snapshot whose conflict scope is those days, the manifests merged."""
+        swapped in one snapshot whose conflict scope is those days (of their tenants, in a
+        tenants' table), the manifests merged."""
         from pyiceberg.expressions import AlwaysTrue
-        from pyiceberg.expressions.parser import parse
         from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
         from pyiceberg.table import FileScanTask
 
@@ -508,8 +582,7 @@ class IcebergSink:
             update = _replace_files(transaction, table, properties, merge_min_count=2)
             with update:
                 if targets:
-                    days = ", ".join(f"'{group.day.isoformat()}'" for group in targets)
-                    update.delete_by_predicate(parse(f"{PARTITION_COLUMN} IN ({days})"))
+                    update.delete_by_predicate(_groups_filter(targets))
                 for group in targets:
                     rows = scan.to_table([FileScanTask(data_file) for data_file in group.files])
                     if "id" in rows.column_names:
@@ -631,20 +704,77 @@ def _days_of(table: Table, data_file: DataFile) -> tuple[date, date] | None:
 
 
 def _day_files(table: Table) -> list[_DayFiles]:
-    """The live data files of the current snapshot by day (files spanning days left out, and
-    days with delete files, which another engine wrote)."""
-    groups: dict[date, list[DataFile]] = {}
-    with_deletes: set[date] = set()
+    """The live data files of the current snapshot by day, and by tenant in a tenants' table
+    (files spanning days left out, files of no single tenant too, and days with delete files,
+    which another engine wrote)."""
+    tenanted = _tenant_field_id(table.schema()) is not None
+    groups: dict[tuple[str, date], list[DataFile]] = {}
+    with_deletes: set[tuple[str, date]] = set()
     for task in table.scan().plan_files():
         span = _days_of(table, task.file)
         if span is None or span[0] != span[1]:
             continue
-        groups.setdefault(span[0], []).append(task.file)
+        tenant = _tenant_of(table, task.file) if tenanted else ""
+        if tenant is None:
+            continue
+        key = (tenant, span[0])
+        groups.setdefault(key, []).append(task.file)
         if task.delete_files:
-            with_deletes.add(span[0])
+            with_deletes.add(key)
     return [
-        _DayFiles(day, files) for day, files in sorted(groups.items()) if day not in with_deletes
+        _DayFiles(day, files, tenant or None)
+        for (tenant, day), files in sorted(groups.items())
+        if (tenant, day) not in with_deletes
     ]
+
+
+def _tenant_field_id(schema: Schema) -> int | None:
+    """The field id of the ``tenant`` column; None in a single-account table."""
+    try:
+        return schema.find_field(TENANT_COLUMN).field_id
+    except ValueError:
+        return None
+
+
+def _tenant_position(schema: Schema, spec: PartitionSpec) -> int | None:
+    """Where ``identity(tenant)`` is in a partition spec's values; None when not in it."""
+    from pyiceberg.transforms import IdentityTransform
+
+    field_id = _tenant_field_id(schema)
+    for position, part in enumerate(spec.fields):
+        if part.source_id == field_id and isinstance(part.transform, IdentityTransform):
+            return position
+    return None
+
+
+def _tenant_of(table: Table, data_file: DataFile) -> str | None:
+    """The tenant of a data file, from its partition value (its column bounds may be truncated);
+    None when its partition spec does not hold the tenant."""
+    position = _tenant_position(table.schema(), table.specs()[data_file.spec_id])
+    if position is None:
+        return None
+    value = data_file.partition[position]
+    return value if isinstance(value, str) else None
+
+
+def _groups_filter(groups: Sequence[_DayFiles]) -> BooleanExpression:
+    """The rows of ``groups``: their days, of their tenants in a tenants' table (a day alone
+    would make the compaction's conflict scope every tenant's rows of that day)."""
+    from pyiceberg.expressions import Or
+    from pyiceberg.expressions.parser import parse
+
+    untenanted = [f"'{group.day.isoformat()}'" for group in groups if group.tenant is None]
+    scopes: list[BooleanExpression] = []
+    if untenanted:
+        scopes.append(parse(f"{PARTITION_COLUMN} IN ({', '.join(untenanted)})"))
+    scopes.extend(
+        parse(
+            f"{TENANT_COLUMN} = '{group.tenant}' AND {PARTITION_COLUMN} = '{group.day.isoformat()}'"
+        )
+        for group in groups
+        if group.tenant is not None
+    )
+    return functools.reduce(Or, scopes)
 
 
 def _replace_files(
@@ -740,12 +870,15 @@ def _referenced(table: Table) -> set[str]:
     return locations
 
 
-def _window_filter(first: date, last: date) -> BooleanExpression:
-    """``session_end_on`` between ``first`` and ``last``, both included."""
+def _window_filter(first: date, last: date, tenant: str | None = None) -> BooleanExpression:
+    """``session_end_on`` between ``first`` and ``last``, both included; of ``tenant`` only,
+    when given."""
     from pyiceberg.expressions.parser import parse
 
     column = PARTITION_COLUMN
-    return parse(f"{column} >= '{first.isoformat()}' AND {column} <= '{last.isoformat()}'")
+    days = f"{column} >= '{first.isoformat()}' AND {column} <= '{last.isoformat()}'"
+    # Tenant names are slugs (validate_tenant_name): nothing to quote.
+    return parse(days if tenant is None else f"{TENANT_COLUMN} = '{tenant}' AND {days}")
 
 
 def _is_conflict(error: BaseException | None) -> bool:

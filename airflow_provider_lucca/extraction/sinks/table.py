@@ -4,6 +4,7 @@ the retry of a commit that lost a race."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
@@ -12,11 +13,17 @@ from typing import Any, TypeVar
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.extraction.commit import RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
-from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN, RecordSchema
+from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN, TENANT_COLUMN, RecordSchema
 from airflow_provider_lucca.extraction.sinks.base import DayRecords
 
 #: How many times a run commits again after another writer committed an overlapping change first.
 DEFAULT_COMMIT_RETRIES = 5
+#: The same for a tenant's run. Tenants share one table and usually finish together (one mapped
+#: task each): every commit of theirs is a new table version, so each round of a race lets one
+#: of them through and the others commit again. Twenty retries with a jittered, growing wait
+#: (:func:`jittered_backoff`: about 80 s of waiting in all) let a few dozen tenants finishing at
+#: the same instant all commit.
+TENANT_COMMIT_RETRIES = 20
 T = TypeVar("T")
 
 
@@ -27,17 +34,24 @@ class WindowRows:
     can be iterated again when a commit is retried (counts restart with it).
     """
 
-    def __init__(self, schema: RecordSchema, days: Sequence[date], records: DayRecords) -> None:
+    def __init__(
+        self,
+        schema: RecordSchema,
+        days: Sequence[date],
+        records: DayRecords,
+        tenant: str | None = None,
+    ) -> None:
         self.schema = schema
         self.days = days
         self.records = records
+        self.tenant = tenant
         self.counts: dict[date, int] = {}
 
     def batches(self) -> Iterator[Any]:
         self.counts = dict.fromkeys(self.days, 0)
         self.records.duplicates = 0
         for day in self.days:
-            for batch in self.schema.batches(self.records.batches(day), day):
+            for batch in self.schema.batches(self.records.batches(day), day, self.tenant):
                 self.counts[day] += batch.num_rows
                 yield batch
 
@@ -63,11 +77,11 @@ def window_bounds(days: Sequence[date]) -> tuple[date, date]:
     return days[0], days[-1]
 
 
-def commit_metadata(fields: RunFields, records: int) -> dict[str, str]:
+def commit_metadata(fields: RunFields, records: int, tenant: str | None = None) -> dict[str, str]:
     """The run's description, as string pairs in the table's history (Delta commitInfo, Iceberg
-    snapshot summary): which run wrote this, and what it covered."""
+    snapshot summary): which run wrote this, for which tenant, and what it covered."""
     window = fields["window"]
-    return {
+    metadata = {
         "lucca.dataset": fields["dataset"],
         "lucca.window_from": window["from"],
         "lucca.window_until": window["until"],
@@ -82,6 +96,23 @@ def commit_metadata(fields: RunFields, records: int) -> dict[str, str]:
         "lucca.extracted_at": fields["run"]["extracted_at"],
         "lucca.provider_version": fields["provider_version"],
     }
+    if tenant is not None:
+        metadata["lucca.tenant"] = tenant
+    return metadata
+
+
+def linear_backoff(number: int) -> float:
+    """The wait before retry ``number`` of a single-account table: 0.2 s more each time, 2 s at
+    most (one other writer at a time, usually)."""
+    return min(0.2 * number, 2.0)
+
+
+def jittered_backoff(number: int) -> float:
+    """The wait before retry ``number`` of a tenant's commit: doubling from 0.2 s up to 5 s,
+    each drawn between half and one and a half times that. Tenants that lost the same round
+    would otherwise all come back together and race again; spread out, most commit at their
+    next try."""
+    return min(0.2 * 2.0 ** (number - 1), 5.0) * random.uniform(0.5, 1.5)
 
 
 def commit_with_retries(
@@ -91,6 +122,7 @@ def commit_with_retries(
     retries: int,
     target: str,
     log: Logger,
+    backoff: Callable[[int], float] = linear_backoff,
 ) -> T:
     """Run ``attempt(n)`` until it commits; a conflict (another writer committed an overlapping
     change first) is retried on the new table version, any other failure is a storage error.
@@ -111,7 +143,7 @@ def commit_with_retries(
                     number,
                     retries,
                 )
-                time.sleep(min(0.2 * number, 2.0))
+                time.sleep(backoff(number))
                 continue
             if is_conflict(exc):
                 message = (
@@ -132,8 +164,12 @@ def commit_with_retries(
 __all__ = [
     "DEFAULT_COMMIT_RETRIES",
     "PARTITION_COLUMN",
+    "TENANT_COLUMN",
+    "TENANT_COMMIT_RETRIES",
     "WindowRows",
     "commit_metadata",
     "commit_with_retries",
+    "jittered_backoff",
+    "linear_backoff",
     "window_bounds",
 ]
