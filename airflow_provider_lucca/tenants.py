@@ -31,6 +31,7 @@ __all__ = [
     "Tenant",
     "TenantListError",
     "parse_tenants",
+    "single_account",
     "validate_tenant_name",
 ]
 
@@ -68,15 +69,33 @@ class Tenant:
 
     def operator_kwargs(self) -> dict[str, Any]:
         """The ``RealizedTrainingsOperator`` arguments of this tenant (for ``expand_kwargs``):
-        JSON-friendly, as mapped arguments travel through XCom."""
-        kwargs: dict[str, Any] = {"tenant": self.name, "lucca_conn_id": self.conn_id}
-        if self.owner_ids is not None:
-            kwargs["owner_ids"] = list(self.owner_ids)
-        if self.training_ids is not None:
-            kwargs["training_ids"] = list(self.training_ids)
-        if self.has_attended is not None:
-            kwargs["has_attended"] = self.has_attended
-        return kwargs
+        JSON-friendly, as mapped arguments travel through XCom, and every key every time, as a
+        mapped task group looks its arguments up by name."""
+        return _kwargs(
+            self.name, self.conn_id, self.owner_ids, self.training_ids, self.has_attended
+        )
+
+
+def single_account(conn_id: str) -> dict[str, Any]:
+    """The operator arguments of one account read without a tenant list: no tenant, so the
+    single-account layout (no ``tenant=`` directory, no ``tenant`` column)."""
+    return _kwargs(None, conn_id, None, None, None)
+
+
+def _kwargs(
+    name: str | None,
+    conn_id: str,
+    owner_ids: tuple[int, ...] | None,
+    training_ids: tuple[int, ...] | None,
+    has_attended: bool | None,
+) -> dict[str, Any]:
+    return {
+        "tenant": name,
+        "lucca_conn_id": conn_id,
+        "owner_ids": None if owner_ids is None else list(owner_ids),
+        "training_ids": None if training_ids is None else list(training_ids),
+        "has_attended": has_attended,
+    }
 
 
 def parse_tenants(value: object, *, source: str = f"Variable {TENANTS_VARIABLE!r}") -> list[Tenant]:

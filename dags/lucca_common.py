@@ -14,8 +14,11 @@ DB or Variable lookup while parsing):
   ``lucca.realized_trainings``), created on first run; only with ``iceberg``.
 - ``LUCCA_ICEBERG_CONN_ID``: the connection describing the Iceberg catalog (default
   ``iceberg_default``, README "Tables"); only with ``iceberg``.
-- ``LUCCA_CONN_ID``: the Lucca connection (default ``lucca_default``).
-- ``LUCCA_POOL``: the Airflow pool that serialises calls to one tenant (default ``lucca_api``).
+- ``LUCCA_CONN_ID``: the Lucca connection (default ``lucca_default``) of the one account read
+  when the Airflow Variable ``lucca_tenants`` (the tenant list, README "Scaling") is not set.
+- ``LUCCA_POOL``: the Airflow pool of the extract tasks (default ``lucca_api``): its slots are how
+  many extractions run at once. One slot keeps one account's runs in turn when no shared budget
+  is configured (``[lucca] budget_conn_id``); with it, give the pool a slot per tenant.
 - ``LUCCA_START_DATE`` / ``LUCCA_CATCHUP``: first day and catchup of the daily DAG.
 """
 
@@ -39,7 +42,10 @@ from airflow_provider_lucca.operators.table_sinks import (
     iceberg_asset_uri,
     iceberg_sink,
 )
+from airflow_provider_lucca.tenants import TENANTS_VARIABLE, parse_tenants, single_account
 
+#: The tables' tenant column (a table of several tenants).
+TENANT_COLUMN = "tenant"
 #: The formats whose output is a table (one commit per run) rather than files with manifests.
 TABLE_FORMATS = ("delta", "iceberg")
 
@@ -81,11 +87,49 @@ REALIZED_TRAININGS = Asset(
 )
 
 
-def read_table(first: date, last: date, columns: list[str], version: int | None = None) -> Any:
+def tenant_targets(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """At run time, the accounts to extract, as ``RealizedTrainingsOperator`` arguments: the
+    tenants of the Variable ``lucca_tenants`` (only ``names`` when given), else the one account
+    of ``LUCCA_CONN_ID`` (no tenant: the single-account layout).
+
+    Read by a task, not when the DAG is parsed: editing the Variable takes effect at the next
+    run, and parsing never touches the metadata database.
+    """
+    from airflow.sdk import Variable
+
+    raw = Variable.get(TENANTS_VARIABLE, default=None)
+    if raw is None:
+        if names:
+            raise ValueError(
+                f"tenants={names!r}, but the Variable {TENANTS_VARIABLE!r} lists no tenant."
+            )
+        return [single_account(LUCCA_CONN_ID)]
+    tenants = parse_tenants(raw)
+    if names:
+        known = {tenant.name for tenant in tenants}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(
+                f"Unknown tenant(s) {unknown}: the Variable {TENANTS_VARIABLE!r} lists "
+                + ", ".join(sorted(known))
+                + "."
+            )
+        tenants = [tenant for tenant in tenants if tenant.name in names]
+    return [tenant.operator_kwargs() for tenant in tenants]
+
+
+def read_table(
+    first: date,
+    last: date,
+    columns: list[str],
+    version: int | None = None,
+    tenant: str | None = None,
+) -> Any:
     """The rows of days ``[first, last]`` of the configured table, as a ``pyarrow.Table``.
 
     :param version: the Delta version or Iceberg snapshot id to read (time travel), else the
         latest: a run's own commit reads the same whatever committed since.
+    :param tenant: only this tenant's rows (a table of several tenants).
     """
     import pyarrow.dataset as ds
 
@@ -95,25 +139,37 @@ def read_table(first: date, last: date, columns: list[str], version: int | None 
         uri, options = delta_location(storage_url(OUTPUT_PATH))
         table = deltalake.DeltaTable(uri, version=version, storage_options=options)
         day = ds.field(PARTITION_COLUMN)
-        return table.to_pyarrow_table(columns=columns, filters=(day >= first) & (day <= last))
-    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+        rows = (day >= first) & (day <= last)
+        if tenant is not None:
+            rows = rows & (ds.field(TENANT_COLUMN) == tenant)
+        return table.to_pyarrow_table(columns=columns, filters=rows)
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual
 
     window = And(
         GreaterThanOrEqual(PARTITION_COLUMN, first.isoformat()),
         LessThanOrEqual(PARTITION_COLUMN, last.isoformat()),
     )
+    if tenant is not None:
+        window = And(window, EqualTo(TENANT_COLUMN, tenant))
     scan = _iceberg_table().scan(
         row_filter=window, selected_fields=tuple(columns), snapshot_id=version
     )
     return scan.to_arrow().select(columns)
 
 
-def table_commits() -> list[dict[str, Any]]:
+def table_commits(tenant: str | None = None) -> list[dict[str, Any]]:
     """The table's history, newest first: each commit's ``version`` (Delta version, Iceberg
     snapshot id) and the run metadata the extract wrote with it (``lucca.*``: window, filters,
     counts, run id). Commits made by others (maintenance) are listed too, without ``lucca.*``.
     Only the history the table still keeps: trimming it (Delta log cleanup, Iceberg snapshot
-    expiry) drops the oldest commits."""
+    expiry) drops the oldest commits. With ``tenant``, only that tenant's runs' commits."""
+    commits = _table_history()
+    if tenant is None:
+        return commits
+    return [commit for commit in commits if commit.get("lucca.tenant") == tenant]
+
+
+def _table_history() -> list[dict[str, Any]]:
     if FILE_FORMAT == "delta":
         import deltalake
 

@@ -8,9 +8,12 @@ Backfill the Paris days 2025-01-01 .. 2025-03-31 (both included) with::
 
 (a date without offset is a UTC midnight, after Paris midnight: the range would start a day late).
 
-All three tasks go through the ``lucca_api`` pool (1 slot), shared with the other Lucca DAGs of the
-tenant: extractions never share the tenant's 50 requests/min, and no verify or derive reads files
-that another run's extract is replacing (backfills run several runs at once). ``lookback_days``
+Each run extracts every tenant of the Variable ``lucca_tenants`` in parallel (one mapped
+extract -> verify -> derive per tenant, labelled with its name), or the one account of
+``lucca_default`` when the Variable is not set; ``fleet_summary`` fails the run naming the tenants
+that failed, the others stay committed (README "Scaling"). Each tenant's requests stay within its
+connection's ``requests_per_minute`` across runs and workers when ``[lucca] budget_conn_id``
+names a Redis; the ``lucca_api`` pool's slots are how many extracts run at once. ``lookback_days``
 re-extracts the previous week each day, because CSV imports add realized trainings with past dates.
 """
 
@@ -20,19 +23,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag
-from lucca_common import (
-    CATCHUP,
-    LUCCA_CONN_ID,
-    LUCCA_POOL,
-    OUTPUT_TARGET,
-    REALIZED_TRAININGS,
-    START_DATE,
-    TIMEZONE,
-)
-from lucca_training_hours_report import derive
-from lucca_verify import verify
-
-from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from lucca_common import CATCHUP, START_DATE, TIMEZONE
+from lucca_fleet import fleet
 
 
 @dag(
@@ -46,15 +38,7 @@ from airflow_provider_lucca.operators.realized_trainings import RealizedTraining
     doc_md=__doc__,
 )
 def lucca_realized_trainings_daily() -> None:
-    extract = RealizedTrainingsOperator(
-        task_id="extract",
-        lucca_conn_id=LUCCA_CONN_ID,
-        **OUTPUT_TARGET,
-        lookback_days=7,
-        pool=LUCCA_POOL,
-        outlets=[REALIZED_TRAININGS],
-    )
-    derive(verify(extract.output))
+    fleet(lookback_days=7)
 
 
 lucca_realized_trainings_daily_dag = lucca_realized_trainings_daily()

@@ -8,24 +8,16 @@ Trigger it with the ``from`` / ``until`` params (``until`` excluded), for exampl
 
 Three years take about as many requests as records / 100 (a few minutes at 50 requests/min),
 instead of 1,000+ daily runs of at least one request each. The layout is the daily DAG's, so the
-daily DAG takes over from the last day loaded.
+daily DAG takes over from the last day loaded. The ``tenants`` param limits the load to some
+tenants of the list (``--conf '{"tenants": ["acme-fr"], ...}'``); empty, every tenant is loaded.
 """
 
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag
-from lucca_common import (
-    LUCCA_CONN_ID,
-    LUCCA_POOL,
-    OUTPUT_TARGET,
-    REALIZED_TRAININGS,
-    TIMEZONE,
-)
-from lucca_training_hours_report import derive
-from lucca_verify import verify
-
-from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from lucca_common import TIMEZONE
+from lucca_fleet import fleet
 
 
 @dag(
@@ -37,21 +29,22 @@ from airflow_provider_lucca.operators.realized_trainings import RealizedTraining
     params={
         "from": Param("2025-01-01", type="string", format="date", title="First day (included)"),
         "until": Param("2025-04-01", type="string", format="date", title="Last day (excluded)"),
+        "tenants": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Tenants (empty: all)",
+            description="Names from the Variable lucca_tenants; empty loads every tenant.",
+        ),
     },
     tags=["lucca", "example"],
     doc_md=__doc__,
 )
 def lucca_realized_trainings_history() -> None:
-    extract = RealizedTrainingsOperator(
-        task_id="extract",
-        lucca_conn_id=LUCCA_CONN_ID,
-        **OUTPUT_TARGET,
+    fleet(
         session_end_from="{{ params['from'] }}",
         session_end_until="{{ params['until'] }}",
-        pool=LUCCA_POOL,
-        outlets=[REALIZED_TRAININGS],
     )
-    derive(verify(extract.output))
 
 
 lucca_realized_trainings_history_dag = lucca_realized_trainings_history()

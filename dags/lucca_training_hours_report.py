@@ -14,23 +14,23 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
-from airflow.sdk import ObjectStoragePath, task
+from airflow.sdk import ObjectStoragePath, get_current_context, task
 from lucca_common import (
-    LUCCA_POOL,
     OUTPUT_PATH,
     TABLE_FORMATS,
     read_table,
     table_commits,
 )
+from lucca_verify import tenant_label
 
-from airflow_provider_lucca.extraction.commit import read_manifest
-from airflow_provider_lucca.extraction.reader import read_partition
+from airflow_provider_lucca.extraction.commit import Manifest, read_manifest
+from airflow_provider_lucca.extraction.reader import PartitionIntegrityError, read_partition
 from airflow_provider_lucca.extraction.realized_trainings import ExtractionSummary
 from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
 from airflow_provider_lucca.extraction.storage import StoragePath, write_whole
-from airflow_provider_lucca.operators.realized_trainings import storage_url
+from airflow_provider_lucca.operators.realized_trainings import TENANT_DIR_PREFIX, storage_url
 
 REPORT_DIR = "_reports/training_hours_by_employee_month"
 CENT = Decimal("0.01")
@@ -38,52 +38,88 @@ CENT = Decimal("0.01")
 TABLE_COLUMNS = ["ownerId", "hasAttended", "durationInHours", "_extra", PARTITION_COLUMN]
 
 
-# derive reads the files that an extract replaces: in the same one-slot pool as the extracts, no
-# read ever overlaps a commit, backfills with several active runs included.
-@task(pool=LUCCA_POOL)
-def derive(summary: ExtractionSummary) -> list[str]:
+class DerivedReports(TypedDict):
+    """What ``derive`` returns: the tenant (its label) and the report files it wrote."""
+
+    tenant: str
+    reports: list[str]
+
+
+# One derive at a time in the DAG, whatever the run and the tenant: every commit is followed by
+# its own derive, which reads at least that commit, so the derive that writes a month last wrote
+# it from the latest data. A commit while a derive reads is caught by training_hours_report.
+@task(map_index_template="{{ tenant_label }}", max_active_tis_per_dag=1)
+def derive(summary: ExtractionSummary) -> DerivedReports:
     """Training hours per employee and month, for every month the extraction touched.
 
     A month is recomputed whole from its committed days, so the report of a month stays right when
     a later run (or its lookback) refreshes some of its days.
     """
+    label = tenant_label(summary)
+    get_current_context()["tenant_label"] = label  # type: ignore[typeddict-unknown-key]
+    tenant = summary["tenant"]
     table = summary["file_format"] in TABLE_FORMATS
-    # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH.
+    # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH
+    # (in the tenant's directory for a table of several tenants).
     base = ObjectStoragePath(storage_url(OUTPUT_PATH) if table else summary["output_path"])
+    if table and tenant is not None:
+        base = base / f"{TENANT_DIR_PREFIX}{tenant}"
     months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
-    commits = table_commits() if table else []
+    commits = table_commits(tenant) if table else []
     written = []
     for month in months:
         path = base / REPORT_DIR / f"month={month:%Y-%m}.csv"
         write_whole(
             path,
-            table_hours_report(month, commits) if table else training_hours_report(base, month),
+            table_hours_report(month, commits, tenant)
+            if table
+            else training_hours_report(base, month),
         )
         written.append(str(path))
     print("Reports:", *written, sep="\n  ")
-    return written
+    return {"tenant": label, "reports": written}
+
+
+#: Reads of a month's files that another run's commit may interrupt before the report gives up.
+MONTH_READ_ATTEMPTS = 5
 
 
 def training_hours_report(base: StoragePath, month: date) -> bytes:
-    """CSV of one month of a files dataset: the days that have a manifest, and their records."""
-    manifests = {day: read_manifest(base, day) for day in month_days(month)}
-    committed = {day: manifest for day, manifest in manifests.items() if manifest is not None}
+    """CSV of one month of a files dataset: the days that have a manifest, and their records.
 
-    def records() -> Iterator[dict[str, Any]]:
-        for day, manifest in committed.items():
-            yield from read_partition(base, day, manifest)
+    A run committing days of the month meanwhile replaces their manifests (and removes the files
+    it replaced): the month is read again until its manifests were the same before and after.
+    """
+    for _ in range(MONTH_READ_ATTEMPTS):
+        manifests = {day: read_manifest(base, day) for day in month_days(month)}
+        committed = {day: manifest for day, manifest in manifests.items() if manifest is not None}
+        try:
+            report = report_csv(month, len(committed), _records(base, committed))
+        except PartitionIntegrityError:
+            report = None  # a file replaced under us; or damage, which the next read shows again
+        if report is not None and manifests == {day: read_manifest(base, day) for day in manifests}:
+            return report
+    raise PartitionIntegrityError(
+        f"{base}: month {month:%Y-%m} changed or failed its checksums on each of "
+        f"{MONTH_READ_ATTEMPTS} reads; run derive again."
+    )
 
-    return report_csv(month, len(committed), records())
+
+def _records(base: StoragePath, committed: dict[date, Manifest]) -> Iterator[dict[str, Any]]:
+    for day, manifest in committed.items():
+        yield from read_partition(base, day, manifest)
 
 
-def table_hours_report(month: date, commits: list[dict[str, Any]]) -> bytes:
+def table_hours_report(
+    month: date, commits: list[dict[str, Any]], tenant: str | None = None
+) -> bytes:
     """CSV of one month of the configured table, at its latest snapshot.
 
     A table keeps no trace of a day extracted empty; the days extracted are those that the runs
     in its history (``commits``, from :func:`table_commits`) covered, and any day holding rows.
     """
     days = month_days(month)
-    rows = read_table(days[0], days[-1], TABLE_COLUMNS)
+    rows = read_table(days[0], days[-1], TABLE_COLUMNS, tenant=tenant)
     covered = set(rows.column(PARTITION_COLUMN).to_pylist())
     for commit in commits:
         if "lucca.window_from" in commit:

@@ -5,34 +5,47 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date
 
-from airflow.sdk import ObjectStoragePath, task
-from lucca_common import LUCCA_POOL, TABLE_FORMATS, read_table, table_commits
+from airflow.sdk import ObjectStoragePath, get_current_context, task
+from lucca_common import LUCCA_CONN_ID, TABLE_FORMATS, read_table, table_commits
 
 from airflow_provider_lucca.extraction.commit import read_manifest
-from airflow_provider_lucca.extraction.reader import verify_partition
+from airflow_provider_lucca.extraction.reader import PartitionIntegrityError, verify_partition
 from airflow_provider_lucca.extraction.realized_trainings import ExtractionSummary
 from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
 
 
-# verify reads the files that an extract replaces: in the same one-slot pool as the extracts, no
-# read ever overlaps a commit, backfills with several active runs included.
-@task(pool=LUCCA_POOL)
+def tenant_label(summary: ExtractionSummary) -> str:
+    """The tenant a summary is about: its name, or the connection of a single account."""
+    return summary.get("tenant") or LUCCA_CONN_ID
+
+
+# No pool: a run committing the same days meanwhile (a backfill's next run, whose lookback
+# overlaps this window) is told apart from a broken partition below.
+@task(map_index_template="{{ tenant_label }}")
 def verify(summary: ExtractionSummary) -> ExtractionSummary:
     """Read every partition the extraction committed back through its manifest and checksums,
     or the table at the version the extraction committed.
 
     A day that a later run has committed since (its lookback overlaps this window) is checked
-    for integrity, but its count is that run's, not this one's.
+    for integrity, but its count is that run's, not this one's; a day it replaced while this
+    task was reading it is not an error either, since the manifest says who wrote the day.
     """
+    get_current_context()["tenant_label"] = tenant_label(summary)  # type: ignore[typeddict-unknown-key]
     if summary["file_format"] in TABLE_FORMATS:
         return verify_table(summary)
     base = ObjectStoragePath(summary["output_path"])
     replaced = []
     for text, records in summary["partitions"].items():
         day = date.fromisoformat(text)
-        manifest = read_manifest(base, day)
-        count = verify_partition(base, day)
-        if manifest is not None and manifest["run"]["token"] != summary["run_token"]:
+        ours = summary["run_token"]
+        try:
+            count = verify_partition(base, day)
+        except PartitionIntegrityError:
+            if _written_by(base, day) in (ours, None):  # a manifest is replaced, never removed
+                raise
+            replaced.append(text)  # files of ours a later commit removed while we read them
+            continue
+        if _written_by(base, day) != ours:
             replaced.append(text)
         elif count != records:
             raise ValueError(
@@ -43,6 +56,13 @@ def verify(summary: ExtractionSummary) -> ExtractionSummary:
         + (f"; {len(replaced)} since re-committed by a later run: {replaced}" if replaced else "")
     )
     return summary
+
+
+def _written_by(base: ObjectStoragePath, day: date) -> str | None:
+    """The run token of the day's current manifest (read after the files: a day whose manifest is
+    still ours after we read it was ours while we read it, as commits only move forward)."""
+    manifest = read_manifest(base, day)
+    return None if manifest is None else manifest["run"]["token"]
 
 
 def verify_table(summary: ExtractionSummary) -> ExtractionSummary:
@@ -59,7 +79,7 @@ def verify_table(summary: ExtractionSummary) -> ExtractionSummary:
         )
     first = date.fromisoformat(summary["extracted_window"]["from"])
     last = date.fromisoformat(max(summary["partitions"]))
-    rows = read_table(first, last, [PARTITION_COLUMN], version=version)
+    rows = read_table(first, last, [PARTITION_COLUMN], version=version, tenant=summary["tenant"])
     counts = Counter(day.isoformat() for day in rows.column(PARTITION_COLUMN).to_pylist())
     wrong = {
         day: (counts.get(day, 0), records)

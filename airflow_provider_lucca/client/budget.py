@@ -83,7 +83,7 @@ class SharedBudget:
     def wait(self) -> float:
         if self.interval == 0.0:
             return 0.0
-        now, slot = self._call(0.0)
+        now, slot = self.reserve()
         waited = slot - now
         if waited > 0:
             self._sleep(waited)
@@ -93,6 +93,10 @@ class SharedBudget:
         if self.interval == 0.0 or seconds <= 0:
             return
         self._call(seconds)
+
+    def reserve(self) -> tuple[float, float]:
+        """Take the next slot without waiting for it: ``(now, slot)``, both on Redis's clock."""
+        return self._call(0.0)
 
     def _call(self, pause: float) -> tuple[float, float]:
         try:

@@ -55,6 +55,8 @@ class ExtractionSummary(TypedDict):
     retries: int
     duration_seconds: float
     run_token: str
+    #: The tenant of the list (``tenant=<name>/``, the tables' ``tenant`` column); None alone.
+    tenant: str | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class ExtractionRequest:
     fail_on_count_mismatch: bool = True
     max_rereads: int = DEFAULT_MAX_REREADS
     confirm_reads: bool = False
+    tenant: str | None = None
 
     @property
     def extracted_window(self) -> DateWindow:
@@ -172,6 +175,7 @@ def extract_realized_trainings(
         "retries": client.stats.retries - retries_before,
         "duration_seconds": round(time.monotonic() - started, 3),
         "run_token": token,
+        "tenant": request.tenant,
     }
     log.info(
         "Committed %d records in %d daily partitions %s to %s (%d requests, %d retries, %.1f s)",

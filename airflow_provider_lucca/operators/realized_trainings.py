@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.client.errors import (
+    LuccaAuthError,
+    LuccaConfigError,
+    LuccaNotFoundError,
+    LuccaRedirectError,
+    LuccaRequestError,
+    LuccaTLSError,
+)
 from airflow_provider_lucca.client.query import validate_bool, validate_ids
 from airflow_provider_lucca.extraction.lock import (
     DEFAULT_LOCK_LEASE,
@@ -34,6 +42,19 @@ from airflow_provider_lucca.operators.table_sinks import (
     iceberg_asset_uri,
     iceberg_sink,
     validate_table_identifier,
+)
+from airflow_provider_lucca.tenants import validate_tenant_name
+
+#: Directory prefix of a tenant's dataset under ``output_path`` (files formats).
+TENANT_DIR_PREFIX = "tenant="
+
+#: Answers that another attempt would get again: the task fails at once, without retries.
+PERMANENT_API_ERRORS = (
+    LuccaAuthError,
+    LuccaNotFoundError,
+    LuccaRedirectError,
+    LuccaRequestError,
+    LuccaTLSError,
 )
 
 #: Files with manifests, then the open table formats.
@@ -68,6 +89,10 @@ class RealizedTrainingsOperator(BaseOperator):
     :param iceberg_table: ``namespace.table`` in the Iceberg catalog, created on first run.
         (templated)
     :param iceberg_conn_id: the connection describing the Iceberg catalog (README "Tables").
+    :param tenant: the tenant's name when one output holds several Lucca accounts (README
+        "Scaling"): files go under ``<output_path>/tenant=<name>/``, table rows get a ``tenant``
+        partition column, and a run replaces only its tenant's days. None: one account, the
+        layout of a single-tenant dataset. (templated)
     :param fail_on_count_mismatch: fail when the records received differ from the API's count.
     :param max_window_days: the longest window a run may extract, lookback included.
     :param max_rereads: read the window again, at most this many times, when a read shows that
@@ -87,6 +112,7 @@ class RealizedTrainingsOperator(BaseOperator):
         "owner_ids",
         "has_attended",
         "training_ids",
+        "tenant",
     )
     ui_color = "#ffe6d5"
 
@@ -110,6 +136,7 @@ class RealizedTrainingsOperator(BaseOperator):
         lock_lease: float = DEFAULT_LOCK_LEASE,
         iceberg_table: str | None = None,
         iceberg_conn_id: str = DEFAULT_ICEBERG_CONN_ID,
+        tenant: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Catch mistakes when the DAG is parsed, not at 3 a.m.: everything not templated is
@@ -123,7 +150,10 @@ class RealizedTrainingsOperator(BaseOperator):
         asset = self._check_target(file_format, output_path, iceberg_table, iceberg_conn_id)
         if "outlets" not in kwargs and asset is not None:
             kwargs["outlets"] = [Asset(asset)]
+        if tenant is not None and not _is_template(tenant):
+            validate_tenant_name(tenant)
         super().__init__(**kwargs)
+        self.tenant = tenant
         self.output_path = output_path
         self.iceberg_table = iceberg_table
         self.iceberg_conn_id = iceberg_conn_id
@@ -202,6 +232,8 @@ class RealizedTrainingsOperator(BaseOperator):
             self.file_format,
         )
         output = self._output()
+        if self.tenant is not None:
+            self.log.info("Tenant %s (connection %s)", self.tenant, self.lucca_conn_id)
         try:
             return extract_realized_trainings(
                 self.hook.client,
@@ -211,20 +243,34 @@ class RealizedTrainingsOperator(BaseOperator):
                 run_id=context.get("run_id"),
                 lock_policy=self.lock_policy,
             )
+        except PERMANENT_API_ERRORS as exc:
+            # Waiting does not fix a refused key or a refused request: no task retry spends the
+            # tenant's budget on it (the cause, chained, says what Lucca answered).
+            raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried)") from exc
         finally:
             self.hook.close()
 
     def _output(self) -> ObjectStoragePath | OutputSink:
         """The dataset root for files, or the table sink (built only now: it may read
         connections, which a DAG file must not do when it is parsed)."""
+        tenant = self._tenant()
         if self.file_format == "iceberg":
             assert self.iceberg_table is not None  # _check_target
-            return iceberg_sink(self.iceberg_conn_id, validate_table_identifier(self.iceberg_table))
+            return iceberg_sink(
+                self.iceberg_conn_id, validate_table_identifier(self.iceberg_table), tenant=tenant
+            )
         url = storage_url(self.output_path)
-        refuse_other_layout(ObjectStoragePath(url), self.file_format)
+        root = ObjectStoragePath(url)
+        refuse_other_layout(root, self.file_format, tenant=tenant)
         if self.file_format == "delta":
-            return delta_sink(url)
-        return ObjectStoragePath(url)
+            return delta_sink(url, tenant=tenant)
+        return root / f"{TENANT_DIR_PREFIX}{tenant}" if tenant is not None else root
+
+    def _tenant(self) -> str | None:
+        """The rendered tenant name; an empty rendering (an unset template) means none."""
+        if self.tenant is None or (isinstance(self.tenant, str) and not self.tenant.strip()):
+            return None
+        return validate_tenant_name(self.tenant)
 
     def _validate(
         self, *, rendered: bool, context: Context | None = None
@@ -258,6 +304,7 @@ class RealizedTrainingsOperator(BaseOperator):
             fail_on_count_mismatch=self.fail_on_count_mismatch,
             max_rereads=self.max_rereads,
             confirm_reads=self.confirm_reads,
+            tenant=self._tenant() if rendered else None,
         )
 
     def _window(
@@ -346,7 +393,11 @@ def parse_bool(name: str, value: object) -> bool | None:
 
 
 def _is_template(value: object) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+    """A value known only at run time: Jinja, or another task's output (an ``XComArg``, the
+    argument of a mapped task group), resolved when the task renders its fields."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return hasattr(value, "resolve") and hasattr(value, "iter_references")
 
 
 def storage_url(output_path: object) -> str:
@@ -381,13 +432,17 @@ def asset_uri(output_path: str) -> str:
     return _asset_uri_of(storage_url(output_path))
 
 
-def refuse_other_layout(root: ObjectStoragePath, file_format: str) -> None:
+def refuse_other_layout(
+    root: ObjectStoragePath, file_format: str, *, tenant: str | None = None
+) -> None:
     """Refuse an ``output_path`` that holds the other layout, or lies inside a Delta table,
     before any request.
 
     Files and a Delta table use the same ``session_end_on=`` directories. Delta's ``vacuum``
     deletes every file its log does not list, and the files' sweep every file no manifest lists:
-    pointed at each other's root by a typo, each would destroy the other's data.
+    pointed at each other's root by a typo, each would destroy the other's data. Tenants' files
+    (``tenant=<name>/``) and one account's days never share a root either: the sweep of a
+    single-account dataset would delete the tenants' directories.
     """
     for ancestor in root.parents:
         if (ancestor / "_delta_log").exists():
@@ -405,6 +460,38 @@ def refuse_other_layout(root: ObjectStoragePath, file_format: str) -> None:
         raise LuccaConfigError(
             f"Invalid output_path={str(root)!r} for file_format={file_format!r}: it holds a "
             "Delta table (_delta_log); use file_format='delta' or another path."
+        )
+    if file_format != "delta" and root.exists():
+        _refuse_mixed_tenancy(root, tenant)
+
+
+def tenant_datasets(root: ObjectStoragePath) -> dict[str, ObjectStoragePath]:
+    """The tenants' datasets under a files root, by tenant name (empty for one account's root).
+    A root holding both layouts is refused: nothing can tell which files belong to which."""
+    if not root.exists():
+        return {}
+    tenants = {
+        entry.name.removeprefix(TENANT_DIR_PREFIX): entry
+        for entry in root.iterdir()
+        if entry.name.startswith(TENANT_DIR_PREFIX)
+    }
+    if tenants:
+        _refuse_mixed_tenancy(root, next(iter(tenants)))
+    return dict(sorted(tenants.items()))
+
+
+def _refuse_mixed_tenancy(root: ObjectStoragePath, tenant: str | None) -> None:
+    """Tenants' directories and single-account days are never mixed under one files root."""
+    names = [entry.name for entry in root.iterdir()]
+    if tenant is not None and any(name.startswith("session_end_on=") for name in names):
+        raise LuccaConfigError(
+            f"Invalid output_path={str(root)!r} for tenant={tenant!r}: it holds a single-account "
+            "dataset (session_end_on= directories); give the tenants a path of their own."
+        )
+    if tenant is None and any(name.startswith(TENANT_DIR_PREFIX) for name in names):
+        raise LuccaConfigError(
+            f"Invalid output_path={str(root)!r}: it holds tenants' datasets (tenant= "
+            "directories); set tenant, or give this account a path of its own."
         )
 
 

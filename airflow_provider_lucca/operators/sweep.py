@@ -14,7 +14,11 @@ from airflow_provider_lucca.extraction.lock import (
     validate_seconds,
 )
 from airflow_provider_lucca.extraction.sweep import sweep_unlisted
-from airflow_provider_lucca.operators.realized_trainings import refuse_other_layout, storage_url
+from airflow_provider_lucca.operators.realized_trainings import (
+    refuse_other_layout,
+    storage_url,
+    tenant_datasets,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -38,7 +42,8 @@ class RealizedTrainingsSweepOperator(BaseOperator):
     Runs killed mid-commit leave such files, which engines that list files (Athena, Trino,
     DuckDB globs) would read as rows. The sweep takes the dataset lock, like a run.
 
-    :param output_path: the dataset root, as given to ``RealizedTrainingsOperator``. (templated)
+    :param output_path: the dataset root, as given to ``RealizedTrainingsOperator``; a root of
+        tenants' datasets (``tenant=<name>/``) is swept tenant after tenant. (templated)
     :param older_than_hours: only files older than this are deleted.
     :param lock_timeout: seconds to wait for a run holding the dataset lock.
     :param lock_lease: seconds the lock outlives this task if it is killed.
@@ -67,19 +72,27 @@ class RealizedTrainingsSweepOperator(BaseOperator):
 
     def execute(self, context: Context) -> SweepSummary:
         base = ObjectStoragePath(storage_url(self.output_path))
+        tenants = tenant_datasets(base)
         # A Delta table's data files are listed by its log, not by manifests: the sweep would
-        # delete them all.
-        refuse_other_layout(base, "jsonl")
-        result = sweep_unlisted(
-            base,
-            older_than_seconds=self.older_than_hours * 3600,
-            log=self.log,
-            lock_policy=self.lock_policy,
-        )
-        return {
+        # delete them all. Each dataset is checked, and swept under its own lock.
+        datasets = list(tenants.values()) if tenants else [base]
+        summary: SweepSummary = {
             "output_path": str(base),
-            "removed": len(result.removed),
-            "removed_files": result.removed[:100],
-            "kept_recent": result.kept_recent,
-            "partitions": result.partitions,
+            "removed": 0,
+            "removed_files": [],
+            "kept_recent": 0,
+            "partitions": 0,
         }
+        for dataset in datasets:
+            refuse_other_layout(dataset, "jsonl")
+            result = sweep_unlisted(
+                dataset,
+                older_than_seconds=self.older_than_hours * 3600,
+                log=self.log,
+                lock_policy=self.lock_policy,
+            )
+            summary["removed"] += len(result.removed)
+            summary["removed_files"] = (summary["removed_files"] + result.removed)[:100]
+            summary["kept_recent"] += result.kept_recent
+            summary["partitions"] += result.partitions
+        return summary

@@ -1,0 +1,168 @@
+"""Many tenants: the operator's ``tenant`` layout for files, and the example DAGs' fan-out over
+the tenant list in real ``dag.test()`` runs (a failing tenant fails alone, named by the run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
+from lucca_sandbox import SandboxConfig, SandboxServer
+from tests.helpers import SANDBOX_KEY, lucca_conn_json, read_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = {"session_end_from": "2025-03-01", "session_end_until": "2025-03-15"}
+
+
+def truth(sandbox: SandboxServer, first: str, until: str) -> dict[str, list[dict[str, Any]]]:
+    """The sandbox's records of ``[first, until)`` by day."""
+    days: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(sandbox.records, key=lambda record: record["id"]):
+        if first <= record["sessionEndsOn"] < until:
+            days.setdefault(record["sessionEndsOn"], []).append(record)
+    return days
+
+
+def extract(root: Path, **kwargs: Any) -> Any:
+    operator = RealizedTrainingsOperator(
+        task_id="extract", output_path=root.as_uri(), **WINDOW, **kwargs
+    )
+    return operator.execute({"run_id": "manual__fleet"})
+
+
+def test_each_tenant_gets_its_own_dataset_under_the_output_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (
+        SandboxServer(SandboxConfig(records=400, seed=1)) as alpha,
+        SandboxServer(SandboxConfig(records=300, seed=2)) as beta,
+    ):
+        monkeypatch.setenv("AIRFLOW_CONN_LUCCA_ALPHA", lucca_conn_json(alpha.url))
+        monkeypatch.setenv("AIRFLOW_CONN_LUCCA_BETA", lucca_conn_json(beta.url))
+        first = extract(tmp_path, tenant="alpha", lucca_conn_id="lucca_alpha")
+        second = extract(tmp_path, tenant="beta", lucca_conn_id="lucca_beta")
+    assert first["tenant"] == "alpha"
+    assert first["output_path"] == f"{tmp_path.as_uri()}/tenant=alpha"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tenant=alpha", "tenant=beta"]
+    for sandbox, summary in ((alpha, first), (beta, second)):
+        expected = truth(sandbox, "2025-03-01", "2025-03-15")
+        got = read_dataset(tmp_path / f"tenant={summary['tenant']}")
+        assert {day: rows for day, rows in got.items() if rows} == expected
+
+
+def test_tenants_and_a_single_account_never_share_an_output_path(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    single, tenants = tmp_path / "single", tmp_path / "tenants"
+    extract(single)
+    extract(tenants, tenant="alpha")
+    with pytest.raises(LuccaConfigError, match=r"single-account dataset.*path of their own"):
+        extract(single, tenant="alpha")
+    with pytest.raises(LuccaConfigError, match=r"holds tenants' datasets.*set tenant"):
+        extract(tenants)
+    requests = lucca_conn.stats()["requests"]
+    assert requests == 2  # the refused runs sent nothing
+
+
+def test_the_sweep_of_a_tenants_root_sweeps_each_tenant(
+    lucca_conn: SandboxServer, tmp_path: Path
+) -> None:
+    for tenant in ("alpha", "beta"):
+        extract(tmp_path, tenant=tenant)
+        stray = tmp_path / f"tenant={tenant}" / "session_end_on=2025-03-02" / "part-killed.jsonl.gz"
+        stray.write_bytes(b"left by a killed run")
+    sweep = RealizedTrainingsSweepOperator(
+        task_id="sweep", output_path=tmp_path.as_uri(), older_than_hours=0
+    )
+    summary = sweep.execute({})
+    assert summary["removed"] == 2
+    assert not list(tmp_path.rglob("part-killed.jsonl.gz"))
+    assert summary["partitions"] == 28
+
+
+# -- the example DAGs: one mapped extract -> verify -> derive per tenant
+
+
+@pytest.mark.slow
+def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
+    sandboxes = {
+        name: SandboxServer(SandboxConfig(records=records, seed=seed)).start()
+        for name, records, seed in (("alpha", 400, 1), ("beta", 300, 2), ("gamma", 200, 3))
+    }
+    output = tmp_path / "lake"
+    tenants = [{"name": name, "conn_id": f"lucca_{name}"} for name in sandboxes]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(tmp_path / "airflow_home"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_VAR_LUCCA_TENANTS": json.dumps(tenants),
+        "LUCCA_OUTPUT_PATH": output.as_uri(),
+        "PYTHONPATH": str(ROOT),
+    }
+    for name, sandbox in sandboxes.items():
+        # gamma's key is refused: HTTP 401
+        key = "wrong-key" if name == "gamma" else SANDBOX_KEY
+        env[f"AIRFLOW_CONN_LUCCA_{name.upper()}"] = lucca_conn_json(sandbox.url, key)
+    try:
+        child = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "fleet_child.py")],
+            env=env,
+            capture_output=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        for sandbox in sandboxes.values():
+            sandbox.stop()
+    logs = child.stdout.decode("utf-8", "replace") + child.stderr.decode("utf-8", "replace")
+    lines = [line for line in logs.splitlines() if line.startswith("LUCCA-FLEET-RESULT ")]
+    assert child.returncode == 0, logs[-5000:]
+    assert lines, logs[-5000:]
+    result = json.loads(lines[-1].removeprefix("LUCCA-FLEET-RESULT "))
+
+    daily = result["daily"]
+    assert daily["state"] == "failed"
+    # Each mapped task is labelled with its tenant (a task that never ran keeps its index).
+    tenant_of = {
+        index: label for task, index, _, label in daily["tasks"] if task == "tenant.extract"
+    }
+    assert sorted(tenant_of.values()) == ["alpha", "beta", "gamma"]
+    states = {(task, tenant_of.get(index)): state for task, index, state, _ in daily["tasks"]}
+    for tenant in ("alpha", "beta"):
+        for task in ("tenant.extract", "tenant.verify", "tenant.derive"):
+            assert states[(task, tenant)] == "success", (task, tenant)
+    labels = {(task, index): label for task, index, _, label in daily["tasks"]}
+    assert labels[("tenant.derive", 0)] in ("alpha", "beta")
+    assert states[("tenant.extract", "gamma")] == "failed"  # HTTP 401: at once, not retried
+    assert states[("tenant.verify", "gamma")] == "upstream_failed"
+    assert states[("fleet_summary", None)] == "failed"
+    assert "1 of 3 tenants failed: gamma" in logs
+    # The committed tenants hold exactly their sandbox's records of the window and lookback.
+    for name in ("alpha", "beta"):
+        got = read_dataset(output / f"tenant={name}")
+        march = {day: rows for day, rows in got.items() if day < "2025-04"}
+        assert {day: rows for day, rows in march.items() if rows} == truth(
+            sandboxes[name], "2025-03-03", "2025-03-11"
+        )
+        assert len(march) == 8
+    assert not (output / "tenant=gamma").exists()
+
+    history = result["history"]
+    assert history["state"] == "success"
+    labels = {label for task, _, _, label in history["tasks"] if task.startswith("tenant.")}
+    assert labels == {"beta"}  # the run's tenants param
+    got = read_dataset(output / "tenant=beta")
+    april = truth(sandboxes["beta"], "2025-04-01", "2025-05-01")
+    assert {day: rows for day, rows in got.items() if day >= "2025-04"} == {
+        **{f"2025-04-{day:02d}": [] for day in range(1, 31)},
+        **april,
+    }
