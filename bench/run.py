@@ -10,7 +10,10 @@ loopback) and reports a ratio to a reference measured in the same run:
 4. memory: peak RSS for 10,000 vs 500,000 records, fresh processes;
 5. faults: 5% of requests answered 503/429, records exact, time vs a clean run;
 6. tables: Delta and Iceberg vs Parquet files (throughput, commit on S3 with its requests, peak
-   RSS, the weekly maintenance).
+   RSS, the weekly maintenance);
+7. fleet: records/min for 1, 2, 4 and 8 rate-limited tenants in parallel (one process each, a
+   budget shared in Redis), and one tenant read by two processes with and without it
+   (``fleet.{md,png}``).
 
 Prints a Markdown table and writes ``bench/results/latest.{json,png,md}``. Exits 1 if a scenario
 crashed; a missed target is printed as MISSED but is a result, not a failure of the benchmark.
@@ -32,7 +35,7 @@ from bench.common import ScenarioResult, expected_counts, isolate_airflow, use_s
 SCRATCH = use_scratch_root()
 isolate_airflow()
 
-from bench import report, scenarios, tables  # noqa: E402
+from bench import fleet, report, scenarios, tables  # noqa: E402
 from bench.common import BenchSandbox  # noqa: E402
 
 NOTES = [
@@ -81,7 +84,7 @@ NOTES = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6", help="comma list of scenario numbers (default: all)"
+        "--only", default="1,2,3,4,5,6,7", help="comma list of scenario numbers (default: all)"
     )
     parser.add_argument(
         "--results", type=Path, default=report.RESULTS, help="output directory (bench/results)"
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             attempt("6", "Tables (Delta, Iceberg)", lambda: tables.tables(main_bench))
             attempt("2", "Pacing", lambda: scenarios.pacing(main_bench))
     attempt("4", "Memory", scenarios.memory)
+    attempt("7", "Fleet (tenants in parallel)", lambda: fleet.fleet(args.results))
     results.sort(key=lambda result: result.name)
 
     total = time.perf_counter() - started
