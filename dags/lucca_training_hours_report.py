@@ -16,14 +16,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from airflow.sdk import ObjectStoragePath, get_current_context, task
+from airflow.sdk import ObjectStoragePath, task
 from lucca_common import (
     OUTPUT_PATH,
     TABLE_FORMATS,
     read_table,
     table_commits,
 )
-from lucca_verify import tenant_label
+from lucca_verify import label_task, tenant_label
 
 from airflow_provider_lucca.extraction.commit import Manifest, read_manifest
 from airflow_provider_lucca.extraction.reader import PartitionIntegrityError, read_partition
@@ -56,7 +56,7 @@ def derive(summary: ExtractionSummary) -> DerivedReports:
     a later run (or its lookback) refreshes some of its days.
     """
     label = tenant_label(summary)
-    get_current_context()["tenant_label"] = label  # type: ignore[typeddict-unknown-key]
+    label_task(label)
     tenant = summary["tenant"]
     table = summary["file_format"] in TABLE_FORMATS
     # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH

@@ -19,6 +19,16 @@ def tenant_label(summary: ExtractionSummary) -> str:
     return summary.get("tenant") or LUCCA_CONN_ID
 
 
+def label_task(label: str) -> None:
+    """Name this mapped task in the UI (its ``map_index_template`` reads ``tenant_label``);
+    nothing when called outside a task run (a test calling the function)."""
+    try:
+        context = get_current_context()
+    except RuntimeError:
+        return
+    context["tenant_label"] = label  # type: ignore[typeddict-unknown-key]
+
+
 # No pool: a run committing the same days meanwhile (a backfill's next run, whose lookback
 # overlaps this window) is told apart from a broken partition below.
 @task(map_index_template="{{ tenant_label }}")
@@ -30,7 +40,7 @@ def verify(summary: ExtractionSummary) -> ExtractionSummary:
     for integrity, but its count is that run's, not this one's; a day it replaced while this
     task was reading it is not an error either, since the manifest says who wrote the day.
     """
-    get_current_context()["tenant_label"] = tenant_label(summary)  # type: ignore[typeddict-unknown-key]
+    label_task(tenant_label(summary))
     if summary["file_format"] in TABLE_FORMATS:
         return verify_table(summary)
     base = ObjectStoragePath(summary["output_path"])

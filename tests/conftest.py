@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="lucca-tests-airflow-")
@@ -160,3 +161,29 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=10)
+
+
+#: The dags/ modules that read the settings when imported (the DAG files import them by name).
+SETTINGS_MODULES = ("lucca_common", "lucca_verify", "lucca_training_hours_report", "lucca_fleet")
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """``settings(LUCCA_FILE_FORMAT="delta", ...)``: the DAG modules imported next read these
+    environment variables (and only these LUCCA_* ones); the defaults come back afterwards."""
+    sys.path.insert(0, str(DAGS))
+
+    def apply(**env: str) -> None:
+        for name in [name for name in os.environ if name.startswith("LUCCA_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        for module in SETTINGS_MODULES:
+            sys.modules.pop(module, None)
+
+    yield apply
+    monkeypatch.undo()
+    for module in SETTINGS_MODULES:
+        sys.modules.pop(module, None)
+    sys.path.remove(str(DAGS))

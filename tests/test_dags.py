@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -62,21 +61,31 @@ def test_daily_dag_uses_a_data_interval_timetable_in_paris(dagbag: DagBag) -> No
 @pytest.mark.parametrize(
     "dag_id", ["lucca_realized_trainings_daily", "lucca_realized_trainings_history"]
 )
-def test_extract_verify_derive_chain_in_the_lucca_pool(dagbag: DagBag, dag_id: str) -> None:
+def test_extract_verify_derive_chain_mapped_over_the_tenants(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
-    extract, verify, derive = (dag.get_task(task_id) for task_id in ("extract", "verify", "derive"))
-    assert extract.downstream_task_ids == {"verify"}
-    assert verify.downstream_task_ids == {"derive"}
-    assert derive.downstream_task_ids == set()
-    assert extract.pool == verify.pool == derive.pool == "lucca_api"
+    tenants, summary = dag.get_task("tenants"), dag.get_task("fleet_summary")
+    extract, verify, derive = (
+        dag.get_task(f"tenant.{task_id}") for task_id in ("extract", "verify", "derive")
+    )
+    assert tenants.downstream_task_ids == {"tenant.extract", "fleet_summary"}
+    assert extract.downstream_task_ids == {"tenant.verify"}
+    assert verify.downstream_task_ids == {"tenant.derive"}
+    assert derive.downstream_task_ids == {"fleet_summary"}
+    assert summary.trigger_rule == "all_done"
+    # Only the extracts send requests: the pool's slots are how many run at once.
+    assert extract.pool == "lucca_api"
+    assert verify.pool == derive.pool == "default_pool"
+    assert derive.max_active_tis_per_dag == 1
     assert [outlet.name for outlet in extract.outlets] == ["lucca_realized_trainings"]
+    assert extract.map_index_template == "{{ task.tenant or task.lucca_conn_id }}"
 
 
 def test_history_dag_is_manual_with_date_params(dagbag: DagBag) -> None:
     dag = dagbag.dags["lucca_realized_trainings_history"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual runs only
-    assert set(dag.params.keys()) == {"from", "until"}
-    extract = dag.get_task("extract")
+    assert set(dag.params.keys()) == {"from", "until", "tenants"}
+    assert dag.params["tenants"] == []
+    extract = dag.get_task("tenant.extract")
     assert extract.session_end_from == "{{ params['from'] }}"
     assert extract.session_end_until == "{{ params['until'] }}"
 
@@ -87,38 +96,15 @@ def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -
     sweep = dag.get_task("sweep_unlisted_files")
     assert sweep.pool == "lucca_api"
     assert sweep.older_than_hours == 24
-    daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")
     assert sweep.output_path == daily.output_path
 
 
 # -- LUCCA_FILE_FORMAT: the format and the target of the extracts, read when the DAGs are parsed
 
-#: The dags/ modules that read the settings when imported (the DAG files import them by name).
-SETTINGS_MODULES = ("lucca_common", "lucca_verify", "lucca_training_hours_report")
 #: The DAGs with an extract task.
 EXTRACT_DAGS = ("lucca_realized_trainings_daily", "lucca_realized_trainings_history")
 DAG_IDS = (*EXTRACT_DAGS, "lucca_realized_trainings_maintenance")
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """``settings(LUCCA_FILE_FORMAT="delta", ...)``: the DAG modules imported next read these
-    environment variables (and only these LUCCA_* ones); the defaults come back afterwards."""
-    sys.path.insert(0, str(DAGS))
-
-    def apply(**env: str) -> None:
-        for name in [name for name in os.environ if name.startswith("LUCCA_")]:
-            monkeypatch.delenv(name)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        for module in SETTINGS_MODULES:
-            sys.modules.pop(module, None)
-
-    yield apply
-    monkeypatch.undo()
-    for module in SETTINGS_MODULES:
-        sys.modules.pop(module, None)
-    sys.path.remove(str(DAGS))
 
 
 def parse(settings: Callable[..., None], **env: str) -> DagBag:
@@ -135,7 +121,7 @@ def test_files_and_delta_formats_write_to_the_output_path(
     root = (tmp_path / "lake").as_uri()
     bag = parse(settings, LUCCA_FILE_FORMAT=file_format, LUCCA_OUTPUT_PATH=root)
     for dag_id in EXTRACT_DAGS:
-        extract = bag.dags[dag_id].get_task("extract")
+        extract = bag.dags[dag_id].get_task("tenant.extract")
         assert extract.file_format == file_format
         assert extract.output_path == root
         assert extract.iceberg_table is None
@@ -154,7 +140,7 @@ def test_iceberg_format_writes_to_the_table_of_the_catalog_connection(
         LUCCA_ICEBERG_CONN_ID="iceberg_lake",
     )
     for dag_id in EXTRACT_DAGS:
-        extract = bag.dags[dag_id].get_task("extract")
+        extract = bag.dags[dag_id].get_task("tenant.extract")
         assert extract.file_format == "iceberg"
         assert extract.output_path is None  # the operator refuses one with iceberg
         assert (extract.iceberg_table, extract.iceberg_conn_id) == (
@@ -168,7 +154,7 @@ def test_iceberg_format_writes_to_the_table_of_the_catalog_connection(
 
 def test_iceberg_defaults(settings: Callable[..., None]) -> None:
     bag = parse(settings, LUCCA_FILE_FORMAT="iceberg")
-    extract = bag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    extract = bag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")
     assert (extract.iceberg_table, extract.iceberg_conn_id) == (
         "lucca.realized_trainings",
         "iceberg_default",
@@ -177,7 +163,7 @@ def test_iceberg_defaults(settings: Callable[..., None]) -> None:
 
 def test_the_default_format_is_jsonl_files(settings: Callable[..., None]) -> None:
     bag = parse(settings)
-    extract = bag.dags["lucca_realized_trainings_daily"].get_task("extract")
+    extract = bag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")
     assert extract.file_format == "jsonl"
     assert (
         extract.output_path
@@ -228,7 +214,7 @@ def run_example_tasks(settings: Callable[..., None], **env: str) -> tuple[dict[s
             )
             summary = extract.execute({"run_id": f"manual__{number}"})
             verified = lucca_verify.verify.function(summary)
-            for path in lucca_training_hours_report.derive.function(verified):
+            for path in lucca_training_hours_report.derive.function(verified)["reports"]:
                 written[path.rsplit("month=", 1)[1][:7]] = path
     assert sorted(written) == list(MONTHS)
     return {month: ObjectStoragePath(path).read_bytes() for month, path in written.items()}, (

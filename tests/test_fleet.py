@@ -7,16 +7,21 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
+from airflow.sdk import DAG, ObjectStoragePath
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
 from lucca_sandbox import SandboxConfig, SandboxServer
 from tests.helpers import SANDBOX_KEY, lucca_conn_json, read_dataset
+from tests.test_dags import iceberg_conn_json
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = {"session_end_from": "2025-03-01", "session_end_until": "2025-03-15"}
@@ -166,3 +171,75 @@ def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
         **{f"2025-04-{day:02d}": [] for day in range(1, 31)},
         **april,
     }
+
+
+# -- tables: one table for every tenant, each run replacing its tenant's rows only
+
+
+#: A history load, then a daily run whose lookback overlaps it.
+TABLE_RUNS = (
+    {"session_end_from": "2025-05-01", "session_end_until": "2025-06-20"},
+    {"session_end_from": "2025-06-20", "session_end_until": "2025-06-21", "lookback_days": 7},
+)
+
+
+def run_tenants(settings: Callable[..., None], file_format: str, root: Path) -> dict[str, bytes]:
+    """Both tenants through the DAGs' extract (``TABLE_RUNS``), verify and derive, in
+    ``file_format``; returns the reports by ``tenant/month``."""
+    settings(LUCCA_FILE_FORMAT=file_format, LUCCA_OUTPUT_PATH=root.as_uri())
+    import lucca_common
+    import lucca_training_hours_report
+    import lucca_verify
+
+    reports = {}
+    with DAG(f"fleet_{file_format}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        for tenant in ("alpha", "beta"):
+            for number, window in enumerate(TABLE_RUNS):
+                operator = RealizedTrainingsOperator(
+                    task_id=f"extract_{tenant}_{number}",
+                    tenant=tenant,
+                    lucca_conn_id=f"lucca_{tenant}",
+                    **lucca_common.OUTPUT_TARGET,
+                    **window,
+                )
+                summary = operator.execute({"run_id": f"manual__{tenant}_{number}"})
+                assert summary["tenant"] == tenant
+                derived = lucca_training_hours_report.derive.function(
+                    lucca_verify.verify.function(summary)
+                )
+                assert derived["tenant"] == tenant
+                for path in derived["reports"]:
+                    assert f"tenant={tenant}/" in path
+                    month = path.rsplit("month=", 1)[1][:7]
+                    reports[f"{tenant}/{month}"] = ObjectStoragePath(path).read_bytes()
+    return reports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file_format", ["delta", "iceberg"])
+def test_tenants_share_one_table_and_get_the_reports_of_files(
+    settings: Callable[..., None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, file_format: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_conn_json(tmp_path / "catalog"))
+    with (
+        SandboxServer(SandboxConfig(records=300, seed=1)) as alpha,
+        SandboxServer(SandboxConfig(records=200, seed=2)) as beta,
+    ):
+        monkeypatch.setenv("AIRFLOW_CONN_LUCCA_ALPHA", lucca_conn_json(alpha.url))
+        monkeypatch.setenv("AIRFLOW_CONN_LUCCA_BETA", lucca_conn_json(beta.url))
+        files = run_tenants(settings, "jsonl", tmp_path / "files")
+        table = run_tenants(settings, file_format, tmp_path / "table")
+        import lucca_common
+
+    assert sorted(files) == ["alpha/2025-05", "alpha/2025-06", "beta/2025-05", "beta/2025-06"]
+    assert table == files
+    # One table holds both tenants, each row once, each tenant exactly its sandbox's records.
+    rows = lucca_common.read_table(date(2025, 4, 1), date(2025, 7, 1), ["id", "tenant"])
+    pairs = [(row["tenant"], row["id"]) for row in rows.to_pylist()]
+    assert len(pairs) == len(set(pairs))
+    for tenant, sandbox in (("alpha", alpha), ("beta", beta)):
+        assert sorted(id_ for name, id_ in pairs if name == tenant) == sorted(
+            record["id"]
+            for record in sandbox.records
+            if "2025-05-01" <= record["sessionEndsOn"] <= "2025-06-20"
+        ), tenant

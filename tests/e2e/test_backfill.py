@@ -144,23 +144,29 @@ def test_backfill_runs_on_the_scheduler_and_commits_exact_partitions(
         day + timedelta(days=1) for day in wanted
     ]
 
-    # Every task went through the one-slot lucca_api pool, so no two of them overlapped: no
-    # extraction shared the tenant's budget, no verify read files an extract was replacing.
+    # Without a tenant list, each run maps its one account (lucca_default); the extracts went
+    # through the one-slot lucca_api pool, so no two of them overlapped: no extraction shared
+    # the tenant's budget with another.
     intervals = []
     for run in runs:
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances"
-        tasks = {ti["task_id"]: ti for ti in stack.api("GET", path)["task_instances"]}
-        assert {task_id: ti["state"] for task_id, ti in tasks.items()} == {
-            "extract": "success",
-            "verify": "success",
-            "derive": "success",
+        tasks = {
+            (ti["task_id"], ti["map_index"]): ti for ti in stack.api("GET", path)["task_instances"]
+        }
+        assert {key: ti["state"] for key, ti in tasks.items()} == {
+            ("tenants", -1): "success",
+            ("tenant.extract", 0): "success",
+            ("tenant.verify", 0): "success",
+            ("tenant.derive", 0): "success",
+            ("fleet_summary", -1): "success",
         }, run["dag_run_id"]
-        for task in tasks.values():
-            assert task["pool"] == "lucca_api", task
-            intervals.append((instant(task["start_date"]), instant(task["end_date"])))
+        extract = tasks[("tenant.extract", 0)]
+        assert extract["pool"] == "lucca_api", extract
+        assert extract["rendered_map_index"] == "lucca_default", extract
+        intervals.append((instant(extract["start_date"]), instant(extract["end_date"])))
     intervals.sort()
     for (_, previous_end), (next_start, _) in itertools.pairwise(intervals):
-        assert previous_end <= next_start, f"Lucca tasks overlapped: {intervals}"
+        assert previous_end <= next_start, f"Lucca extracts overlapped: {intervals}"
 
     # Each day of the range and of the first run's lookback is committed with exactly the
     # sandbox's records of that day; no other 2025 day was written.
