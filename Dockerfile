@@ -16,5 +16,5 @@ COPY --chown=airflow:0 airflow_provider_lucca /opt/airflow/src/airflow-provider-
 COPY --chown=airflow:0 sandbox /opt/airflow/src/airflow-provider-lucca/sandbox
 WORKDIR /opt/airflow/src/airflow-provider-lucca
 RUN pip install --no-cache-dir --constraint "${AIRFLOW_CONSTRAINTS_URL}" \
-        "apache-airflow==${AIRFLOW_VERSION}" ".[s3,parquet]" ./sandbox
+        "apache-airflow==${AIRFLOW_VERSION}" ".[s3,parquet,redis]" ./sandbox
 WORKDIR /opt/airflow

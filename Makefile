@@ -6,7 +6,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 RUN := $(VENV)/bin/
 SYNC_STAMP := $(VENV)/.synced
-EXTRAS := --extra s3 --extra parquet --extra delta --extra iceberg
+EXTRAS := --extra s3 --extra parquet --extra delta --extra iceberg --extra redis
 
 .PHONY: help venv demo test test-fast lint format bench airflow clean system-packages
 
