@@ -8,7 +8,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -150,6 +150,7 @@ class DeltaSink:
         self.storage_options = dict(storage_options or {})
         self.files = files
         self.tenant = None if tenant is None else validate_tenant_name(tenant)
+        self._retries_given = commit_retries is not None
         if commit_retries is None:
             commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
         self.commit_retries = commit_retries
@@ -464,7 +465,8 @@ class DeltaSink:
         """Compact, vacuum, checkpoint and trim the log: what the weekly maintenance runs.
 
         - Every day held in more than one data file is rewritten into one (``optimize.compact``:
-          same rows, one OPTIMIZE commit marked ``lucca.maintenance``). A run committing
+          same rows, one OPTIMIZE commit marked ``lucca.maintenance``); in a tenants' table each
+          tenant's day is a partition of its own, so two tenants' rows never share a file. A run committing
           meanwhile makes it fail on conflict, and it starts again on the new version, so it
           never brings back rows a run replaced.
         - ``vacuum`` deletes the data files the table stopped using more than ``retention`` ago
@@ -499,10 +501,12 @@ class DeltaSink:
             ),
             0,
         )
-        if self.open() is None:
+        table = self.open()
+        if table is None:
             log.info("%s does not exist yet: nothing to maintain.", self.describe())
             return result
-        result |= self._compact(log)
+        tenanted = TENANT_COLUMN in table.metadata().partition_columns
+        result |= self._compact(log, tenanted=tenanted)
         result["removed_files"], result["removed_bytes"] = self._vacuum(retention, log)
         table = self._trim_log(retention, log)
         result["live_files"] = len(table.file_uris())
@@ -514,7 +518,17 @@ class DeltaSink:
             custom_metadata={"lucca.maintenance": step, "lucca.provider_version": __version__}
         )
 
-    def _compact(self, log: Logger) -> dict[str, int]:
+    def _compaction_retries(self, tenanted: bool) -> tuple[int, Callable[[int], float]]:
+        """How many times, and after which waits, a compaction overtaken by a run starts again:
+        on a tenants' table as many as a tenant's commit (its tenants' runs commit often, and
+        any of them may overtake it), unless the sink was given its own number."""
+        if not tenanted or self._retries_given:
+            return self.commit_retries, self.backoff
+        return max(self.commit_retries, TENANT_COMMIT_RETRIES), jittered_backoff
+
+    def _compact(self, log: Logger, *, tenanted: bool) -> dict[str, int]:
+        retries, backoff = self._compaction_retries(tenanted)
+
         def attempt(number: int) -> dict[str, Any]:
             table = self.open()
             assert table is not None  # maintain() checked, and tables are not dropped here
@@ -526,9 +540,10 @@ class DeltaSink:
         metrics = commit_with_retries(
             attempt,
             is_conflict=self._is_conflict,
-            retries=self.commit_retries,
+            retries=retries,
             target=self.describe(),
             log=log,
+            backoff=backoff,
         )
         removed = json.loads(metrics["filesRemoved"])
         counts = {

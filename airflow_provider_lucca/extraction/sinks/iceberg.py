@@ -130,6 +130,7 @@ class IcebergSink:
         self.identifier = identifier
         self.catalog_name = catalog_name
         self.tenant = None if tenant is None else validate_tenant_name(tenant)
+        self._retries_given = commit_retries is not None
         if commit_retries is None:
             commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
         self.commit_retries = commit_retries
@@ -515,10 +516,12 @@ class IcebergSink:
             ),
             0,
         )
-        if self.load_table() is None:
+        table = self.load_table()
+        if table is None:
             log.info("%s does not exist yet: nothing to maintain.", self.describe())
             return result
-        compacted = self._compact(log)
+        tenanted = _tenant_field_id(table.schema()) is not None
+        compacted = self._compact(log, tenanted=tenanted)
         result["compacted_days"], result["compacted_files"], result["merged_manifests"] = compacted
         result["expired_snapshots"] = self._expire(retention, log)
         result["orphan_files_removed"], result["orphan_bytes_removed"] = self._remove_orphans(
@@ -526,7 +529,17 @@ class IcebergSink:
         )
         return result
 
-    def _compact(self, log: Logger) -> tuple[int, int, int]:
+    def _compaction_retries(self, tenanted: bool) -> tuple[int, Callable[[int], float]]:
+        """How many times, and after which waits, a compaction overtaken by a run starts again:
+        on a tenants' table as many as a tenant's commit (its tenants' runs commit often, and
+        any of them may overtake it), unless the sink was given its own number."""
+        if not tenanted or self._retries_given:
+            return self.commit_retries, self.backoff
+        return max(self.commit_retries, TENANT_COMMIT_RETRIES), jittered_backoff
+
+    def _compact(self, log: Logger, *, tenanted: bool) -> tuple[int, int, int]:
+        retries, backoff = self._compaction_retries(tenanted)
+
         def attempt(number: int) -> tuple[int, int, int]:
             table = self.load_table()
             assert table is not None  # maintain() checked, and tables are not dropped here
@@ -549,9 +562,10 @@ class IcebergSink:
         days, files, manifests = commit_with_retries(
             attempt,
             is_conflict=_is_conflict,
-            retries=self.commit_retries,
+            retries=retries,
             target=self.describe(),
             log=log,
+            backoff=backoff,
         )
         if days or manifests:
             log.info(
