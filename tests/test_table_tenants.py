@@ -144,6 +144,10 @@ class Format(Protocol):
 
     def live_files(self) -> dict[str, str | None]: ...
 
+    def tenants_in(self, path: str) -> set[str]: ...
+
+    def partitioning(self) -> list[str]: ...
+
     def state(self) -> Any: ...
 
 
@@ -187,6 +191,9 @@ class Delta:
     def tenants_in(self, path: str) -> set[str]:
         """The tenants of a data file's rows (Delta keeps partition values out of the file)."""
         return {self.live_files()[path] or ""}
+
+    def partitioning(self) -> list[str]:
+        return list(deltalake.DeltaTable(str(self.root)).metadata().partition_columns)
 
     def state(self) -> Any:
         return tree(self.root)
@@ -262,6 +269,15 @@ class Iceberg:
         """The tenants of a data file's rows, read from the file (Iceberg stores the column)."""
         return set(pq.read_table(urlsplit(path).path, columns=["tenant"]).column(0).to_pylist())
 
+    def partitioning(self) -> list[str]:
+        """The partition fields as ``transform(column)``."""
+        table = self.table()
+        schema = table.schema()
+        return [
+            f"{field.transform}({schema.find_column_name(field.source_id)})"
+            for field in table.spec().fields
+        ]
+
     def state(self) -> Any:
         from pyiceberg.exceptions import NoSuchTableError
 
@@ -300,26 +316,37 @@ def test_each_tenants_run_replaces_only_its_own_rows(
     tenants: dict[str, SandboxServer], lake: Format
 ) -> None:
     a, b = "acme-fr", "globex_international-holding"
-    run(tenants[a], lake.sink(a), "2025-01-01", "2025-04-01")
-    run(tenants[b], lake.sink(b), "2025-02-01", "2025-05-01")
-    expected_b = truth(b, tenants[b], "2025-02-01", "2025-05-01")
-    assert read(lake) == sorted(truth(a, tenants[a], "2025-01-01", "2025-04-01") + expected_b)
+    run(tenants[a], lake.sink(a), "2025-02-01", "2025-03-01")
+    run(tenants[b], lake.sink(b), "2025-02-10", "2025-03-10")
+    expected_b = truth(b, tenants[b], "2025-02-10", "2025-03-10")
+    assert read(lake) == sorted(truth(a, tenants[a], "2025-02-01", "2025-03-01") + expected_b)
     files_b = {path for path, tenant in lake.live_files().items() if tenant == b}
     files_a = {path for path, tenant in lake.live_files().items() if tenant == a}
+    assert lake.partitioning() == (
+        ["tenant", "session_end_on"]
+        if isinstance(lake, Delta)
+        else ["identity(tenant)", "identity(session_end_on)"]
+    )
 
-    # Tenant A's February changes (half its records gone), and A runs February again.
-    february = [r["id"] for r in tenants[a].records if r["sessionEndsOn"].startswith("2025-02")]
-    tenants[a].configure(delete_ids=february[::2])
-    summary = run(tenants[a], lake.sink(a), "2025-02-01", "2025-03-01")
+    # Tenant A's records of February 10 to 19 change (half of them gone), and A runs those days
+    # again: the days B has rows on too.
+    rerun = [f"2025-02-{day}" for day in range(10, 20)]
+    changed = [r["id"] for r in tenants[a].records if r["sessionEndsOn"] in rerun]
+    assert changed
+    tenants[a].configure(delete_ids=changed[::2])
+    summary = run(tenants[a], lake.sink(a), "2025-02-10", "2025-02-20")
 
     rows = read(lake)
     assert of(rows, b) == expected_b
-    assert of(rows, a) == truth(a, tenants[a], "2025-01-01", "2025-04-01")
+    assert of(rows, a) == truth(a, tenants[a], "2025-02-01", "2025-03-01")
     live = lake.live_files()
     assert {path for path, tenant in live.items() if tenant == b} == files_b, "B's files touched"
-    # A's files outside February are the same files; its February files were all replaced.
+    # A's files outside the days it ran again are the same files; its files of those days were
+    # all replaced.
     kept_a = {path for path, tenant in live.items() if tenant == a} & files_a
-    assert kept_a == {path for path in files_a if "session_end_on=2025-02-" not in path}
+    assert kept_a == {
+        path for path in files_a if not any(f"session_end_on={day}" in path for day in rerun)
+    }
     # Every data file holds one tenant's rows, under a tenant=<name>/ directory.
     for path, tenant in live.items():
         assert tenant in (a, b)
@@ -536,12 +563,13 @@ def test_a_compaction_overtaken_by_another_tenants_run_keeps_both(
         split_partitions_into_files(lake)
     gone = [r["id"] for r in tenants[b].records if start <= r["sessionEndsOn"] < until]
     tenants[b].configure(delete_ids=gone[::2])
-    raced = overtaken(lake, lambda: run(tenants[b], lake.sink(b), start, until))
+    raced: list[ExtractionSummary] = []
+    sink = overtaken(lake, lambda: raced.append(run(tenants[b], lake.sink(b), start, until)))
 
     with caplog.at_level(logging.WARNING):
-        result = raced.maintain(retention=timedelta(days=7), log=LOG)
+        result = sink.maintain(retention=timedelta(days=7), log=LOG)
 
-    assert raced.raced == 1
+    assert len(raced) == 1
     rows = read(lake)
     assert of(rows, a) == truth(a, tenants[a], start, until)
     assert of(rows, b) == truth(b, tenants[b], start, until)
@@ -556,15 +584,14 @@ def overtaken(lake: Format, race: Callable[[], Any]) -> Any:
     """A maintenance sink of ``lake`` whose compaction, once it has read the table, lets
     ``race`` commit first (a real run, through its own sink)."""
     sink = lake.sink()
-    sink.raced = 0
+    calls = [0]
     if isinstance(sink, DeltaSink):
-        real_open, opened = sink.open, [0]
+        real_open = sink.open
 
         def open_then_race() -> Any:
             table = real_open()
-            opened[0] += 1
-            if opened[0] == 2:  # maintain() looked, then the compaction opened the table
-                sink.raced += 1
+            calls[0] += 1
+            if calls[0] == 2:  # maintain() looked, then the compaction opened the table
                 race()
             return table
 
@@ -573,8 +600,8 @@ def overtaken(lake: Format, race: Callable[[], Any]) -> Any:
     real_rewrite = sink._rewrite
 
     def rewrite_after_race(table: Any, targets: Any, written: list[str]) -> None:
-        if not sink.raced:
-            sink.raced += 1
+        calls[0] += 1
+        if calls[0] == 1:
             race()
         real_rewrite(table, targets, written)
 
