@@ -45,15 +45,16 @@ class DerivedReports(TypedDict):
     reports: list[str]
 
 
-# One derive at a time in the DAG, whatever the run and the tenant: every commit is followed by
-# its own derive, which reads at least that commit, so the derive that writes a month last wrote
-# it from the latest data. A commit while a derive reads is caught by training_hours_report.
-@task(map_index_template="{{ tenant_label }}", max_active_tis_per_dag=1)
+@task(map_index_template="{{ tenant_label }}")
 def derive(summary: ExtractionSummary) -> DerivedReports:
     """Training hours per employee and month, for every month the extraction touched.
 
     A month is recomputed whole from its committed days, so the report of a month stays right when
-    a later run (or its lookback) refreshes some of its days.
+    a later run (or its lookback) refreshes some of its days. Derives run side by side (other
+    tenants, overlapping runs): after writing a month, a derive checks that the month's data is
+    still what it read, and computes it again if not. So the last report written of a month is
+    always computed from its latest data: a commit after the check is followed by its own derive,
+    which writes later.
     """
     label = tenant_label(summary)
     label_task(label)
@@ -65,40 +66,63 @@ def derive(summary: ExtractionSummary) -> DerivedReports:
     if table and tenant is not None:
         base = base / f"{TENANT_DIR_PREFIX}{tenant}"
     months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
-    commits = table_commits(tenant) if table else []
     written = []
     for month in months:
         path = base / REPORT_DIR / f"month={month:%Y-%m}.csv"
-        write_whole(
-            path,
-            table_hours_report(month, commits, tenant)
-            if table
-            else training_hours_report(base, month),
-        )
+        for _ in range(MONTH_READ_ATTEMPTS):
+            if table:
+                commits = table_commits(tenant)
+                read_from = newest_version(commits)
+                report = table_hours_report(month, commits, tenant)
+                write_whole(path, report)
+                unchanged = newest_version(table_commits(tenant)) == read_from
+            else:
+                manifests, report = training_hours_report(base, month)
+                write_whole(path, report)
+                unchanged = month_manifests(base, month) == manifests
+            if unchanged:
+                break
+        else:
+            raise RuntimeError(
+                f"{path}: the month's data changed after each of {MONTH_READ_ATTEMPTS} reports; "
+                "run derive again."
+            )
         written.append(str(path))
     print("Reports:", *written, sep="\n  ")
     return {"tenant": label, "reports": written}
 
 
-#: Reads of a month's files that another run's commit may interrupt before the report gives up.
+#: Reads of a month that commits of other runs may overtake before derive gives up.
 MONTH_READ_ATTEMPTS = 5
 
 
-def training_hours_report(base: StoragePath, month: date) -> bytes:
-    """CSV of one month of a files dataset: the days that have a manifest, and their records.
+def newest_version(commits: list[dict[str, Any]]) -> object:
+    """The version of the newest commit in a table history (None for an empty one)."""
+    return commits[0]["version"] if commits else None
+
+
+def month_manifests(base: StoragePath, month: date) -> dict[date, Manifest | None]:
+    return {day: read_manifest(base, day) for day in month_days(month)}
+
+
+def training_hours_report(
+    base: StoragePath, month: date
+) -> tuple[dict[date, Manifest | None], bytes]:
+    """CSV of one month of a files dataset: the days that have a manifest, and their records;
+    with the manifests it was computed from.
 
     A run committing days of the month meanwhile replaces their manifests (and removes the files
     it replaced): the month is read again until its manifests were the same before and after.
     """
     for _ in range(MONTH_READ_ATTEMPTS):
-        manifests = {day: read_manifest(base, day) for day in month_days(month)}
+        manifests = month_manifests(base, month)
         committed = {day: manifest for day, manifest in manifests.items() if manifest is not None}
         try:
             report = report_csv(month, len(committed), _records(base, committed))
         except PartitionIntegrityError:
-            report = None  # a file replaced under us; or damage, which the next read shows again
-        if report is not None and manifests == {day: read_manifest(base, day) for day in manifests}:
-            return report
+            continue  # a file replaced under us; or damage, which the next read shows again
+        if manifests == month_manifests(base, month):
+            return manifests, report
     raise PartitionIntegrityError(
         f"{base}: month {month:%Y-%m} changed or failed its checksums on each of "
         f"{MONTH_READ_ATTEMPTS} reads; run derive again."

@@ -75,7 +75,6 @@ def test_extract_verify_derive_chain_mapped_over_the_tenants(dagbag: DagBag, dag
     # Only the extracts send requests: the pool's slots are how many run at once.
     assert extract.pool == "lucca_api"
     assert verify.pool == derive.pool == "default_pool"
-    assert derive.max_active_tis_per_dag == 1
     assert [outlet.name for outlet in extract.outlets] == ["lucca_realized_trainings"]
     assert extract.map_index_template == "{{ task.tenant or task.lucca_conn_id }}"
 

@@ -243,3 +243,48 @@ def test_tenants_share_one_table_and_get_the_reports_of_files(
             for record in sandbox.records
             if "2025-05-01" <= record["sessionEndsOn"] <= "2025-06-20"
         ), tenant
+
+
+def test_a_derive_overtaken_by_a_commit_writes_the_report_of_the_new_data(
+    settings: Callable[..., None],
+    lucca_conn: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Derives run side by side: one that wrote a month from data a later run has replaced since
+    computes the month again, so the report left is the new data's."""
+    settings(LUCCA_OUTPUT_PATH=(tmp_path / "lake").as_uri())
+    import lucca_common
+    import lucca_training_hours_report as report
+
+    with DAG("fleet_derive_race", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        first = RealizedTrainingsOperator(
+            task_id="month",
+            **lucca_common.OUTPUT_TARGET,
+            session_end_from="2025-05-01",
+            session_end_until="2025-06-01",
+        ).execute({"run_id": "manual__month"})
+        later = RealizedTrainingsOperator(
+            task_id="attended",
+            **lucca_common.OUTPUT_TARGET,
+            session_end_from="2025-05-10",
+            session_end_until="2025-05-20",
+            has_attended=True,
+        )
+    base = ObjectStoragePath(first["output_path"])
+    _, before = report.training_hours_report(base, date(2025, 5, 1))
+    real_write = report.write_whole
+    writes: list[bytes] = []
+
+    def write_then_commit(path: Any, data: bytes) -> None:
+        real_write(path, data)
+        writes.append(data)
+        if len(writes) == 1:  # another run commits days of the month right after this write
+            later.execute({"run_id": "manual__attended"})
+
+    monkeypatch.setattr(report, "write_whole", write_then_commit)
+    derived = report.derive.function(first)
+    _, after = report.training_hours_report(base, date(2025, 5, 1))
+    assert after != before
+    assert writes == [before, after]
+    assert ObjectStoragePath(derived["reports"][0]).read_bytes() == after
