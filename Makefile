@@ -52,7 +52,7 @@ test-fast: venv
 demo: venv
 	$(RUN)python scripts/demo.py $(if $(FORMAT),--format $(FORMAT))
 
-bench: venv
+bench: system-packages venv
 	$(RUN)python bench/run.py
 
 airflow: venv
