@@ -453,6 +453,38 @@ def test_tenants_committing_at_once_all_land_each_row_once(
     assert all(tenant in NAMES for tenant in lake.live_files().values())
 
 
+@pytest.mark.slow
+def test_twenty_tenants_released_together_all_commit_into_one_delta_table(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a fan-out over many tenants does at the end of each run: their commits come
+    together. Each lost race of a tenant's commit is another tenant's commit landing, so 20
+    retries are enough for 21 tenants at once, whatever the timing; the jittered waits keep the
+    losers from racing again in lockstep (with the 5 linear retries of a single-account table,
+    some of 20 such tenants failed here)."""
+    lake = Delta(tmp_path / "lake")
+    servers = {
+        f"tenant-{number:02d}": SandboxServer(SandboxConfig(records=200, seed=100 + number))
+        for number in range(20)
+    }
+    for server in servers.values():
+        server.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            run_at_once(lake, servers, "2025-03-01", "2025-04-01")
+        expected = [
+            row
+            for name, server in servers.items()
+            for row in truth(name, server, "2025-03-01", "2025-04-01")
+        ]
+        assert read(lake) == sorted(expected)
+    finally:
+        for server in servers.values():
+            server.stop()
+    assert sorted(commit["lucca.tenant"] for commit in lake.commits()) == sorted(servers)
+    assert caplog.text.count(RETRIED) >= len(servers) - 1
+
+
 # --------------------------------------------------------------------------- never mixed
 
 
