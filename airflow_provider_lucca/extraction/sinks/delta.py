@@ -1,4 +1,5 @@
-"""A Delta Lake table (delta-rs): the run's window replaced in one commit, partitioned by day."""
+"""A Delta Lake table (delta-rs): the run's window replaced in one commit, partitioned by day
+(by tenant then day when one table holds several Lucca accounts)."""
 
 from __future__ import annotations
 
@@ -466,8 +467,9 @@ class DeltaSink:
 
         - Every day held in more than one data file is rewritten into one (``optimize.compact``:
           same rows, one OPTIMIZE commit marked ``lucca.maintenance``); in a tenants' table each
-          tenant's day is a partition of its own, so two tenants' rows never share a file. A run committing
-          meanwhile makes it fail on conflict, and it starts again on the new version, so it
+          tenant's day is a partition of its own, so two tenants' rows never share a file. A run
+          committing meanwhile (of any tenant: delta-rs fails an OPTIMIZE after any concurrent
+          removal) makes it fail on conflict, and it starts again on the new version, so it
           never brings back rows a run replaced.
         - ``vacuum`` deletes the data files the table stopped using more than ``retention`` ago
           (time travel reaches back ``retention``), and files no commit lists (a killed run's,

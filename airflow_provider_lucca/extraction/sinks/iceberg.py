@@ -489,9 +489,9 @@ class IcebergSink:
         - every day held in more than one data file (a day bigger than :data:`CHUNK_ROWS`, or
           files another engine added) is rewritten into one file (in a tenants' table, each
           tenant's day on its own: two tenants' rows never share a file), and the current
-          snapshot's
-          manifests are merged, in one snapshot; a run committing meanwhile makes it start
-          again on the new snapshot, so it never brings back rows a run replaced;
+          snapshot's manifests are merged, in one snapshot; a run committing meanwhile makes it
+          start again on the new snapshot (a run of another tenant only when it touched the
+          same tenant's days), so it never brings back rows a run replaced;
         - snapshots older than ``retention`` are expired (the current one is always kept):
           time travel reaches back ``retention``;
         - files under the table's location that no remaining snapshot, manifest or metadata file
