@@ -71,11 +71,12 @@ def per_tenant(**extract_args: Any) -> Any:
 
 # No retry: it only reports what the tenants did, and retrying changes nothing.
 @task(trigger_rule="all_done", retries=0)
-def fleet_summary(targets: list[dict[str, Any]], reports: Iterable[Any]) -> dict[str, Any]:
+def fleet_summary(targets: list[dict[str, Any]], reports: Iterable[Any] | None) -> dict[str, Any]:
     """Which tenants went through extract, verify and derive; fails naming the others, so the
     run is marked failed while every other tenant's data stays committed."""
-    # A group mapped over one tenant hands over its one report, not a list of one.
-    items = [reports] if isinstance(reports, dict) else list(reports)
+    # A group mapped over one tenant hands over its one report, not a list of one; nothing when
+    # that tenant failed.
+    items = [] if reports is None else [reports] if isinstance(reports, dict) else list(reports)
     done = {report["tenant"] for report in items if report}
     expected = [target["tenant"] or target["lucca_conn_id"] for target in targets]
     failed = [name for name in expected if name not in done]

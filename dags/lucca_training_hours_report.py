@@ -60,15 +60,17 @@ def derive(summary: ExtractionSummary) -> DerivedReports:
     label_task(label)
     tenant = summary["tenant"]
     table = summary["file_format"] in TABLE_FORMATS
-    # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH
-    # (in the tenant's directory for a table of several tenants).
+    # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH, in
+    # _reports/ (for Delta, the table's root, where a name starting with _ is not the table's:
+    # its vacuum leaves it), in a tenant=<name>/ directory there for a table of several tenants.
     base = ObjectStoragePath(storage_url(OUTPUT_PATH) if table else summary["output_path"])
+    reports = base / REPORT_DIR
     if table and tenant is not None:
-        base = base / f"{TENANT_DIR_PREFIX}{tenant}"
+        reports = reports / f"{TENANT_DIR_PREFIX}{tenant}"
     months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
     written = []
     for month in months:
-        path = base / REPORT_DIR / f"month={month:%Y-%m}.csv"
+        path = reports / f"month={month:%Y-%m}.csv"
         for _ in range(MONTH_READ_ATTEMPTS):
             if table:
                 commits = table_commits(tenant)

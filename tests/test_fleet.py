@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -19,6 +20,9 @@ from airflow.sdk import DAG, ObjectStoragePath
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
+from airflow_provider_lucca.operators.table_maintenance import (
+    RealizedTrainingsTableMaintenanceOperator,
+)
 from lucca_sandbox import SandboxConfig, SandboxServer
 from tests.helpers import SANDBOX_KEY, lucca_conn_json, read_dataset
 from tests.test_dags import iceberg_conn_json
@@ -210,6 +214,8 @@ def run_tenants(settings: Callable[..., None], file_format: str, root: Path) -> 
                 assert derived["tenant"] == tenant
                 for path in derived["reports"]:
                     assert f"tenant={tenant}/" in path
+                    if file_format != "jsonl":  # outside the partitions a vacuum cleans
+                        assert f"_reports/training_hours_by_employee_month/tenant={tenant}/" in path
                     month = path.rsplit("month=", 1)[1][:7]
                     reports[f"{tenant}/{month}"] = ObjectStoragePath(path).read_bytes()
     return reports
@@ -233,6 +239,16 @@ def test_tenants_share_one_table_and_get_the_reports_of_files(
 
     assert sorted(files) == ["alpha/2025-05", "alpha/2025-06", "beta/2025-05", "beta/2025-06"]
     assert table == files
+    # The weekly maintenance of the table keeps the reports (a Delta vacuum deletes what its log
+    # does not list, except names starting with _ at the table's root).
+    reports = sorted((tmp_path / "table").rglob("month=*.csv"))
+    assert len(reports) == 4
+    for report in reports:
+        os.utime(report, (time.time() - 3 * 86400,) * 2)
+    RealizedTrainingsTableMaintenanceOperator(
+        task_id="maintain", retention_days=1, **lucca_common.OUTPUT_TARGET
+    ).execute({})
+    assert sorted((tmp_path / "table").rglob("month=*.csv")) == reports
     # One table holds both tenants, each row once, each tenant exactly its sandbox's records.
     rows = lucca_common.read_table(date(2025, 4, 1), date(2025, 7, 1), ["id", "tenant"])
     pairs = [(row["tenant"], row["id"]) for row in rows.to_pylist()]
@@ -288,3 +304,17 @@ def test_a_derive_overtaken_by_a_commit_writes_the_report_of_the_new_data(
     assert after != before
     assert writes == [before, after]
     assert ObjectStoragePath(derived["reports"][0]).read_bytes() == after
+
+
+@pytest.mark.parametrize("reports", [None, [], {"tenant": "alpha", "reports": []}])
+def test_the_summary_names_a_failed_tenant_whatever_the_others_handed_over(
+    settings: Callable[..., None], reports: Any
+) -> None:
+    """A group mapped over one tenant hands over its report alone, or nothing when it failed."""
+    settings()
+    import lucca_fleet
+
+    targets = [{"tenant": "alpha", "lucca_conn_id": "a"}, {"tenant": "gamma", "lucca_conn_id": "g"}]
+    failed = "1 of 2 tenants failed: gamma" if reports else "2 of 2 tenants failed: alpha, gamma"
+    with pytest.raises(RuntimeError, match=failed):
+        lucca_fleet.fleet_summary.function(targets, reports)

@@ -17,42 +17,58 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_lucca.client.errors import LuccaBudgetError
 from airflow_provider_lucca.client.pacing import interval_of
 
 __all__ = ["KEY_PREFIX", "SharedBudget", "budget_key"]
 
-#: Redis keys of the budgets: ``lucca:budget:<account URL>``.
+#: Redis keys of the budgets: ``lucca:budget:{<host>[:<port>]}`` for the slots and the same with
+#: ``:pause`` for the end of the latest 429's pause (one hash slot: a Redis Cluster takes both).
 KEY_PREFIX = "lucca:budget:"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# KEYS[1] the account's key; ARGV[1] the interval between slots (s); ARGV[2] a pause to hold (s,
-# 0 for a slot). Returns Redis's clock and the slot (or the end of the pause), as strings: Lua
-# numbers would come back truncated to integers.
-_TAKE_SLOT = """
-local interval = tonumber(ARGV[1])
-local pause = tonumber(ARGV[2])
+# KEYS[1] the account's next free slot, KEYS[2] the end of its pause. ARGV[1] the operation:
+# "take" a slot, "hold" a pause of ARGV[3] seconds, or "check" the pause; ARGV[2] the interval
+# between slots (s). Returns Redis's clock and the slot (take, hold) or the pause's end (check), as
+# strings: Lua numbers would come back truncated to integers.
+_SCRIPT = """
+local function fmt(value) return string.format('%.6f', value) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local free = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot, nxt
-if pause > 0 then
-  slot = now
-  nxt = math.max(free, now + pause)
-else
-  slot = math.max(now, free)
-  nxt = slot + interval
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[1] == 'check' then
+  return {fmt(now), fmt(paused)}
 end
-local ttl = math.ceil((nxt - now + 60) * 1000)
-redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX', ttl)
-return {string.format('%.6f', now), string.format('%.6f', slot)}
+local slot, nxt
+if ARGV[1] == 'hold' then
+  slot = now
+  paused = math.max(paused, now + tonumber(ARGV[3]))
+  nxt = math.max(free, paused)
+  redis.call('SET', KEYS[2], fmt(paused), 'PX', math.ceil((paused - now + 60) * 1000))
+else
+  slot = math.max(now, free, paused)
+  nxt = slot + tonumber(ARGV[2])
+end
+redis.call('SET', KEYS[1], fmt(nxt), 'PX', math.ceil((nxt - now + 60) * 1000))
+return {fmt(now), fmt(slot)}
 """
 
 
 def budget_key(base_url: str) -> str:
-    """The Redis key of an account's budget: every connection to the same account URL shares it,
-    whatever its name, since Lucca counts requests per account."""
-    return KEY_PREFIX + base_url.rstrip("/").lower()
+    """The Redis key of an account's budget. Lucca counts requests per account, so every
+    connection to the same host shares it, however its URL is spelled: case, a trailing slash,
+    the scheme's default port written out, http or https."""
+    parts = urlsplit(base_url.strip().lower())
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f"{host}:{port}"
+    return KEY_PREFIX + "{" + netloc + "}"
 
 
 class SharedBudget:
@@ -75,32 +91,45 @@ class SharedBudget:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.key = budget_key(base_url)
+        self.pause_key = self.key + ":pause"
         self.interval = interval_of(requests_per_minute)
         self._where = where
         self._sleep = sleep
-        self._script = redis.register_script(_TAKE_SLOT)
+        self._script = redis.register_script(_SCRIPT)
 
     def wait(self) -> float:
+        """Sleep until this process's next slot; if a 429 paused the account meanwhile (the slot
+        was granted before the pause), sleep out the pause and take a new slot."""
         if self.interval == 0.0:
             return 0.0
-        now, slot = self.reserve()
-        waited = slot - now
-        if waited > 0:
-            self._sleep(waited)
-        return max(waited, 0.0)
+        waited = 0.0
+        while True:
+            now, slot = self.reserve()
+            if slot > now:
+                self._sleep(slot - now)
+                waited += slot - now
+            now, paused = self._call("check")
+            if paused <= slot:  # no pause, or one that ended before this slot
+                return waited
+            if paused > now:
+                self._sleep(paused - now)
+                waited += paused - now
 
     def hold(self, seconds: float) -> None:
         if self.interval == 0.0 or seconds <= 0:
             return
-        self._call(seconds)
+        self._call("hold", seconds)
 
     def reserve(self) -> tuple[float, float]:
         """Take the next slot without waiting for it: ``(now, slot)``, both on Redis's clock."""
-        return self._call(0.0)
+        return self._call("take")
 
-    def _call(self, pause: float) -> tuple[float, float]:
+    def _call(self, operation: str, pause: float = 0.0) -> tuple[float, float]:
         try:
-            now, slot = self._script(keys=[self.key], args=[repr(self.interval), repr(pause)])
+            now, slot = self._script(
+                keys=[self.key, self.pause_key],
+                args=[operation, repr(self.interval), repr(pause)],
+            )
         except Exception as exc:  # redis.RedisError and socket errors: redis is an optional import
             raise LuccaBudgetError(
                 f"The shared request budget at {self._where} is unavailable "

@@ -36,6 +36,7 @@ from airflow_provider_lucca.client.query import QueryParams, realized_trainings_
 from airflow_provider_lucca.client.retry import (
     Failure,
     GiveUp,
+    Retry,
     Transport,
     parse_retry_after,
 )
@@ -158,6 +159,16 @@ class LuccaClient:
             decision = policy.decide(
                 failure, attempt=attempt, elapsed=self._clock() - started, rng=self._rng
             )
+            if failure.status == 429:
+                # Everyone sharing the budget pauses, not only this process: also when this
+                # process gives up (its last attempt, or a Retry-After beyond its cap).
+                self._pacer.hold(
+                    decision.wait
+                    if isinstance(decision, Retry)
+                    else min(
+                        failure.retry_after or policy.rate_limit_min_wait, policy.retry_after_cap
+                    )
+                )
             if isinstance(decision, GiveUp):
                 if decision.error is cause:  # an answer not worth retrying: raised as classified
                     raise decision.error
@@ -173,9 +184,6 @@ class LuccaClient:
             )
             self.stats.retries += 1
             self.stats.retry_wait_seconds += decision.wait
-            if failure.status == 429:
-                # Everyone sharing the budget pauses, not only this process.
-                self._pacer.hold(decision.wait)
             if decision.wait > 0:
                 self._sleep(decision.wait)
 

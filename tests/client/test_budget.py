@@ -74,7 +74,16 @@ def test_accounts_have_budgets_of_their_own(redis_client: redis.Redis) -> None:
     assert slot == pytest.approx(now, abs=0.01)  # not behind the first account's slot
     now, slot = same.reserve()
     assert slot - now == pytest.approx(interval_of(60), abs=0.05)
-    assert budget_key(ACCOUNT) == budget_key("HTTPS://ACME.ILUCCA.NET/")
+    # One account, however its URL is spelled: it has one budget.
+    for spelling in (
+        "HTTPS://ACME.ILUCCA.NET/",
+        "https://acme.ilucca.net:443",
+        "http://acme.ilucca.net",
+        "http://acme.ilucca.net:80/",
+    ):
+        assert budget_key(spelling) == budget_key(ACCOUNT), spelling
+    assert budget_key("https://acme.ilucca.net:8443") != budget_key(ACCOUNT)
+    assert budget_key("https://acme.ilucca.net") != budget_key("https://acme2.ilucca.net")
 
 
 def test_a_429_pauses_every_process_sharing_the_budget(redis_client: redis.Redis) -> None:
@@ -90,6 +99,53 @@ def test_a_429_pauses_every_process_sharing_the_budget(redis_client: redis.Redis
     _, slot = other.reserve()
     now, _ = hit.reserve()
     assert slot - now > 2.0
+
+
+def test_a_429_also_pauses_slots_granted_before_it(redis_client: redis.Redis) -> None:
+    """A process already sleeping towards its slot when another gets a 429 does not send at its
+    slot: it sleeps out the pause, then takes a new slot."""
+    hit = SharedBudget(redis_client, ACCOUNT, 60)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # no real sleep: Redis's clock barely moves
+        waits.append(seconds)
+        if len(waits) == 1:
+            hit.hold(5.0)  # the 429 arrives while this process waits for its slot
+
+    hit.reserve()  # the next slot is one interval away
+    SharedBudget(redis_client, ACCOUNT, 60, sleep=sleep).wait()
+    assert waits[0] == pytest.approx(interval_of(60), abs=0.1)
+    assert waits[1] == pytest.approx(5.0, abs=0.1)  # then the pause, not a request
+    assert len(waits) == 3  # and a new slot after it
+
+
+@pytest.mark.slow
+def test_a_429_that_ends_the_retries_still_pauses_the_others(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that gives up on a 429 (no retries left) pauses its sharers all the same."""
+    import lucca_sandbox.ratelimit
+    from airflow_provider_lucca.client import LuccaClient
+    from airflow_provider_lucca.client.retry import RetryPolicy
+
+    monkeypatch.setattr(lucca_sandbox.ratelimit, "_RATE_WINDOW", 20.0)
+    with SandboxServer(SandboxConfig(records=10, requests_per_minute=1)) as sandbox:
+        url = sandbox.url
+        config = ClientConfig(
+            base_url=sandbox.url,
+            api_key=SANDBOX_KEY,
+            requests_per_minute=600,
+            allow_plain_http=True,
+            retry=RetryPolicy(max_attempts=1),
+        )
+        budget = SharedBudget(redis_client, sandbox.url, 600)
+        with LuccaClient(config, pacer=budget) as client:
+            client.get_json(REALIZED_TRAININGS_PATH, {"limit": "1"})  # spends the window
+            with pytest.raises(LuccaAPIError, match="HTTP 429"):
+                client.get_json(REALIZED_TRAININGS_PATH, {"limit": "1"})
+    other = SharedBudget(redis_client, url, 600)
+    now, slot = other.reserve()
+    assert slot - now > 10  # the sandbox's Retry-After (about 20 s), not the next 0.1 s slot
 
 
 def test_the_key_expires_once_the_account_is_idle(redis_client: redis.Redis) -> None:
