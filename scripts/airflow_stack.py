@@ -26,6 +26,7 @@ from local_airflow import (
     VENV_BIN,
     airflow,
     airflow_env,
+    health_problem,
     prepare_metadata_db,
     sandbox_connection,
 )
@@ -123,17 +124,10 @@ class AirflowStack:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"airflow {name} exited early; see {self.home}/{name}.log")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
-                    last = r.read().decode()
-                health = json.loads(last)
-                if all(
-                    (health.get(name) or {}).get("status") == "healthy"
-                    for name in ("metadatabase", "scheduler", "dag_processor")
-                ):
-                    return
-            except (OSError, ValueError) as exc:
-                last = str(exc)
+            problem = health_problem(self.url)
+            if problem is None:
+                return
+            last = problem
             time.sleep(1)
         raise RuntimeError(f"Airflow was not healthy within {HEALTH_TIMEOUT:.0f} s: {last}")
 

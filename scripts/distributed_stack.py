@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from local_airflow import ROOT, VENV_BIN, airflow, airflow_env
+from local_airflow import ROOT, VENV_BIN, airflow, airflow_env, health_problem
 
 #: Environment variable that gives a worker's task processes their ``task_instance.hostname``.
 HOSTNAME_VARIABLE = "DISTRIBUTED_STACK_HOSTNAME"
@@ -664,17 +664,10 @@ class DistributedStack:
         last = ""
         while time.monotonic() < deadline:
             self._check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
-                    last = r.read().decode()
-                health = json.loads(last)
-                if all(
-                    (health.get(name) or {}).get("status") == "healthy"
-                    for name in ("metadatabase", "scheduler", "dag_processor")
-                ):
-                    return
-            except (OSError, ValueError) as exc:
-                last = str(exc)
+            problem = health_problem(self.url)
+            if problem is None:
+                return
+            last = problem
             time.sleep(1)  # polling, with a deadline
         raise RuntimeError(f"Airflow was not healthy in time: {last}")
 

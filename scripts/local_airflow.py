@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from lucca_sandbox import DEFAULT_API_KEY as SANDBOX_KEY
@@ -88,3 +89,18 @@ def prepare_metadata_db(env: dict[str, str]) -> None:
     """Migrate the SQLite DB (idempotent) and create the pool that serialises Lucca calls."""
     airflow(env, "db", "migrate")
     airflow(env, "pools", "set", POOL, "1", "Lucca API: one extraction at a time per tenant")
+
+
+def health_problem(url: str) -> str | None:
+    """None when the api-server at ``url`` answers and reports its metadata database, scheduler
+    and dag-processor healthy; otherwise what it said (or why it could not be asked)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
+            text: str = response.read().decode()
+        health = json.loads(text)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    components = ("metadatabase", "scheduler", "dag_processor")
+    if all((health.get(name) or {}).get("status") == "healthy" for name in components):
+        return None
+    return text

@@ -9,7 +9,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -26,13 +26,10 @@ from airflow_provider_lucca.extraction.schema import (
 )
 from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
 from airflow_provider_lucca.extraction.sinks.table import (
-    DEFAULT_COMMIT_RETRIES,
-    TENANT_COMMIT_RETRIES,
+    CommitRetries,
     WindowRows,
     commit_metadata,
     commit_with_retries,
-    jittered_backoff,
-    linear_backoff,
     window_bounds,
 )
 from airflow_provider_lucca.extraction.storage import StoragePath
@@ -151,11 +148,7 @@ class DeltaSink:
         self.storage_options = dict(storage_options or {})
         self.files = files
         self.tenant = None if tenant is None else validate_tenant_name(tenant)
-        self._retries_given = commit_retries is not None
-        if commit_retries is None:
-            commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
-        self.commit_retries = commit_retries
-        self.backoff = linear_backoff if tenant is None else jittered_backoff
+        self.retry = CommitRetries.for_sink(tenant, commit_retries)
         self.schema = RecordSchema(
             import_pyarrow("delta", "delta"),
             partition_column=True,
@@ -278,10 +271,10 @@ class DeltaSink:
             version = commit_with_retries(
                 lambda number: self._commit(actions, first, last, metadata, token, filesystem),
                 is_conflict=self._is_conflict,
-                retries=self.commit_retries,
+                retries=self.retry.retries,
                 target=self.describe(),
                 log=log,
-                backoff=self.backoff,
+                backoff=self.retry.backoff,
             )
         except LuccaStorageError as exc:
             if self._is_conflict(exc.__cause__):
@@ -520,16 +513,8 @@ class DeltaSink:
             custom_metadata={"lucca.maintenance": step, "lucca.provider_version": __version__}
         )
 
-    def _compaction_retries(self, tenanted: bool) -> tuple[int, Callable[[int], float]]:
-        """How many times, and after which waits, a compaction overtaken by a run starts again:
-        on a tenants' table as many as a tenant's commit (its tenants' runs commit often, and
-        any of them may overtake it), unless the sink was given its own number."""
-        if not tenanted or self._retries_given:
-            return self.commit_retries, self.backoff
-        return max(self.commit_retries, TENANT_COMMIT_RETRIES), jittered_backoff
-
     def _compact(self, log: Logger, *, tenanted: bool) -> dict[str, int]:
-        retries, backoff = self._compaction_retries(tenanted)
+        plan = self.retry.for_compaction(tenanted)
 
         def attempt(number: int) -> dict[str, Any]:
             table = self.open()
@@ -542,10 +527,10 @@ class DeltaSink:
         metrics = commit_with_retries(
             attempt,
             is_conflict=self._is_conflict,
-            retries=retries,
+            retries=plan.retries,
             target=self.describe(),
             log=log,
-            backoff=backoff,
+            backoff=plan.backoff,
         )
         removed = json.loads(metrics["filesRemoved"])
         counts = {

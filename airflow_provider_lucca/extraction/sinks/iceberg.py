@@ -33,13 +33,10 @@ from airflow_provider_lucca.extraction.schema import (
 )
 from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
 from airflow_provider_lucca.extraction.sinks.table import (
-    DEFAULT_COMMIT_RETRIES,
-    TENANT_COMMIT_RETRIES,
+    CommitRetries,
     WindowRows,
     commit_metadata,
     commit_with_retries,
-    jittered_backoff,
-    linear_backoff,
     window_bounds,
 )
 from airflow_provider_lucca.tenants import validate_tenant_name
@@ -130,11 +127,7 @@ class IcebergSink:
         self.identifier = identifier
         self.catalog_name = catalog_name
         self.tenant = None if tenant is None else validate_tenant_name(tenant)
-        self._retries_given = commit_retries is not None
-        if commit_retries is None:
-            commit_retries = DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES
-        self.commit_retries = commit_retries
-        self.backoff = linear_backoff if tenant is None else jittered_backoff
+        self.retry = CommitRetries.for_sink(tenant, commit_retries)
         self.schema = RecordSchema(
             import_pyarrow("iceberg", "iceberg"),
             partition_column=True,
@@ -329,10 +322,10 @@ class IcebergSink:
             snapshot_id, replaced = commit_with_retries(
                 attempt,
                 is_conflict=_is_conflict,
-                retries=self.commit_retries,
+                retries=self.retry.retries,
                 target=self.describe(),
                 log=log,
-                backoff=self.backoff,
+                backoff=self.retry.backoff,
             )
         except LuccaStorageError as exc:
             if _is_conflict(exc.__cause__):
@@ -529,16 +522,8 @@ class IcebergSink:
         )
         return result
 
-    def _compaction_retries(self, tenanted: bool) -> tuple[int, Callable[[int], float]]:
-        """How many times, and after which waits, a compaction overtaken by a run starts again:
-        on a tenants' table as many as a tenant's commit (its tenants' runs commit often, and
-        any of them may overtake it), unless the sink was given its own number."""
-        if not tenanted or self._retries_given:
-            return self.commit_retries, self.backoff
-        return max(self.commit_retries, TENANT_COMMIT_RETRIES), jittered_backoff
-
     def _compact(self, log: Logger, *, tenanted: bool) -> tuple[int, int, int]:
-        retries, backoff = self._compaction_retries(tenanted)
+        plan = self.retry.for_compaction(tenanted)
 
         def attempt(number: int) -> tuple[int, int, int]:
             table = self.load_table()
@@ -562,10 +547,10 @@ class IcebergSink:
         days, files, manifests = commit_with_retries(
             attempt,
             is_conflict=_is_conflict,
-            retries=retries,
+            retries=plan.retries,
             target=self.describe(),
             log=log,
-            backoff=backoff,
+            backoff=plan.backoff,
         )
         if days or manifests:
             log.info(

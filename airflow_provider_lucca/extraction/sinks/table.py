@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
@@ -115,6 +116,34 @@ def jittered_backoff(number: int) -> float:
     return min(0.2 * 2.0 ** (number - 1), 5.0) * random.uniform(0.5, 1.5)
 
 
+@dataclass(frozen=True)
+class CommitRetries:
+    """How many times, and after which waits, a table sink commits again after losing a race.
+
+    :param given: the number was the caller's own, not the default for the sink's kind.
+    """
+
+    retries: int
+    backoff: Callable[[int], float]
+    given: bool = False
+
+    @classmethod
+    def for_sink(cls, tenant: str | None, retries: int | None) -> CommitRetries:
+        """A single-account table's default (5, linear), a tenant's (20, jittered), or the
+        caller's number with the wait of the sink's kind."""
+        backoff = linear_backoff if tenant is None else jittered_backoff
+        if retries is not None:
+            return cls(retries, backoff, given=True)
+        return cls(DEFAULT_COMMIT_RETRIES if tenant is None else TENANT_COMMIT_RETRIES, backoff)
+
+    def for_compaction(self, tenanted: bool) -> CommitRetries:
+        """A compaction of a tenants' table retries as a tenant's commit does (its tenants' runs
+        commit often, and any of them may overtake it), unless the sink was given its number."""
+        if not tenanted or self.given:
+            return self
+        return CommitRetries(max(self.retries, TENANT_COMMIT_RETRIES), jittered_backoff)
+
+
 def commit_with_retries(
     attempt: Callable[[int], T],
     *,
@@ -166,6 +195,7 @@ __all__ = [
     "PARTITION_COLUMN",
     "TENANT_COLUMN",
     "TENANT_COMMIT_RETRIES",
+    "CommitRetries",
     "WindowRows",
     "commit_metadata",
     "commit_with_retries",
