@@ -15,7 +15,6 @@ from typing import Any
 
 from airflow.sdk import get_current_context, task, task_group
 from lucca_common import (
-    LUCCA_CONN_ID,
     LUCCA_POOL,
     OUTPUT_TARGET,
     REALIZED_TRAININGS,
@@ -97,4 +96,4 @@ def fleet(**extract_args: Any) -> Any:
     return fleet_summary(targets, reports)
 
 
-__all__ = ["LUCCA_CONN_ID", "fleet", "fleet_summary", "per_tenant", "tenants"]
+__all__ = ["fleet", "fleet_summary", "per_tenant", "tenants"]

@@ -18,6 +18,7 @@ import pytest
 from airflow.sdk import DAG, ObjectStoragePath
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.extraction.reader import PartitionIntegrityError
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.sweep import RealizedTrainingsSweepOperator
 from airflow_provider_lucca.operators.table_maintenance import (
@@ -318,3 +319,46 @@ def test_the_summary_names_a_failed_tenant_whatever_the_others_handed_over(
     failed = "1 of 2 tenants failed: gamma" if reports else "2 of 2 tenants failed: alpha, gamma"
     with pytest.raises(RuntimeError, match=failed):
         lucca_fleet.fleet_summary.function(targets, reports)
+
+
+def test_verify_tells_a_later_commit_from_damage(
+    settings: Callable[..., None],
+    lucca_conn: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """verify left the one-slot pool: a day another run re-commits while verify reads it (its
+    files removed under the reader) is reported as replaced; a damaged day of ours still fails."""
+    settings(LUCCA_OUTPUT_PATH=(tmp_path / "lake").as_uri())
+    import lucca_common
+    import lucca_verify
+
+    with DAG("fleet_verify_race", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
+        first = RealizedTrainingsOperator(
+            task_id="week", **lucca_common.OUTPUT_TARGET, **WINDOW
+        ).execute({"run_id": "manual__week"})
+        later = RealizedTrainingsOperator(
+            task_id="later",
+            **lucca_common.OUTPUT_TARGET,
+            session_end_from="2025-03-05",
+            session_end_until="2025-03-06",
+        )
+    real_verify = lucca_verify.verify_partition
+
+    def read_while_replaced(base: Any, day: date) -> int:
+        if day == date(2025, 3, 5):  # the later run commits the day, removing our files
+            later.execute({"run_id": "manual__later"})
+            raise PartitionIntegrityError(f"{day}: a file listed in its manifest is missing")
+        return real_verify(base, day)
+
+    monkeypatch.setattr(lucca_verify, "verify_partition", read_while_replaced)
+    assert lucca_verify.verify.function(first) == first
+
+    damaged = {**first, "partitions": {"2025-03-03": first["partitions"]["2025-03-03"]}}
+
+    def broken(base: Any, day: date) -> int:
+        raise PartitionIntegrityError(f"{day}: does not match the sha256 of its manifest")
+
+    monkeypatch.setattr(lucca_verify, "verify_partition", broken)
+    with pytest.raises(PartitionIntegrityError, match="sha256"):
+        lucca_verify.verify.function(damaged)
