@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ RUNTIME_SETTINGS = frozenset(
         "add_records",
         "order",
         "moves",
+        "timeout_window_days",
+        "timeout_records",
+        "timeout_delay_seconds",
     }
 )
 
@@ -104,9 +108,24 @@ def validate_non_negative_int(name: str, value: object, maximum: int | None = No
     return value
 
 
+def validate_optional_limit(name: str, value: object) -> int | None:
+    """An optional threshold: None (off) or an integer >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 or null, got {value!r}")
+    return value
+
+
 def validate_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    # JSON bodies may carry NaN or Infinity (Python's json accepts them): time.sleep would not.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -171,6 +190,9 @@ class SandboxConfig:
     Lucca does not document it for v2 and clients must be right under both readings.
     ``order`` is ``"id"`` or ``"end_date"`` (see :data:`ORDERS`); ``moves`` are
     :class:`~.moves.RecordMove` (or their dict shape) applied as API requests are answered.
+    ``timeout_window_days`` and ``timeout_records`` make the API answer 408 like Lucca does to a
+    request it gave up on after 5 s (see :mod:`.timeouts`), ``timeout_delay_seconds`` after
+    that long; None turns a threshold off.
 
     The sandbox is a development tool: it refuses a ``host`` that is not a loopback address
     unless ``allow_remote`` is set and ``api_key`` is not :data:`DEFAULT_API_KEY`. The admin
@@ -195,6 +217,9 @@ class SandboxConfig:
     moves: Sequence[RecordMove] = ()
     admin_token: str | None = field(default=None, repr=False)
     allow_remote: bool = False
+    timeout_window_days: int | None = None
+    timeout_records: int | None = None
+    timeout_delay_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         validate_bounds(self.bounds)
@@ -205,6 +230,13 @@ class SandboxConfig:
         validate_non_negative_int("requests_per_minute", self.requests_per_minute)
         validate_non_negative_int("port", self.port, 65535)
         validate_seconds("slow_seconds", self.slow_seconds)
+        validate_optional_limit("timeout_window_days", self.timeout_window_days)
+        validate_optional_limit("timeout_records", self.timeout_records)
+        object.__setattr__(
+            self,
+            "timeout_delay_seconds",
+            validate_seconds("timeout_delay_seconds", self.timeout_delay_seconds),
+        )
         object.__setattr__(self, "start", parse_iso_date("start", self.start))
         object.__setattr__(self, "end", parse_iso_date("end", self.end))
         object.__setattr__(self, "faults", coerce_faults(self.faults))
@@ -264,6 +296,13 @@ def validate_changes(config: SandboxConfig, changes: Mapping[str, Any]) -> Confi
         updates["redirect_url"] = validate_url(changes["redirect_url"])
     if "order" in changes:
         updates["order"] = validate_order(changes["order"])
+    for name in ("timeout_window_days", "timeout_records"):
+        if name in changes:
+            updates[name] = validate_optional_limit(name, changes[name])
+    if "timeout_delay_seconds" in changes:
+        updates["timeout_delay_seconds"] = validate_seconds(
+            "timeout_delay_seconds", changes["timeout_delay_seconds"]
+        )
     if "moves" in changes:
         updates["moves"] = coerce_moves(changes["moves"])
     if "seed" in changes:

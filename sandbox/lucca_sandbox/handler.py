@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from .query import PageRequest, QueryError, page_payload, parse_query
 from .state import SandboxState
+from .timeouts import timeout_detail
 
 __all__ = ["API_PATH", "SandboxHTTPServer", "SandboxHandler", "connect_host"]
 
@@ -303,7 +304,23 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._serve_page(request)
 
     def _serve_page(self, request: PageRequest) -> None:
-        matching = self.sandbox.state.matching(request.filters)
+        state = self.sandbox.state
+        config = state.config
+        matching: list[dict[str, Any]] | None = None
+
+        def count() -> int:
+            nonlocal matching
+            matching = state.matching(request.filters)
+            return len(matching)
+
+        detail = timeout_detail(config, request.filters, count)
+        if detail is not None:
+            if config.timeout_delay_seconds:
+                time.sleep(config.timeout_delay_seconds)  # Lucca answers after its 5 s
+            self._send_problem(408, detail, "request-timeout")
+            return
+        if matching is None:
+            matching = state.matching(request.filters)
         self._send_json(200, page_payload(matching, request), api=True)
 
     def _fault(self, kind: str) -> bool:
@@ -355,18 +372,28 @@ class SandboxHandler(BaseHTTPRequestHandler):
         elif route == ("POST", "/_sandbox/reset-stats"):
             state.reset_stats()
             self._send_json(200, state.stats())
+        elif route == ("POST", "/_sandbox/mutate"):
+            try:
+                self._send_json(200, {"changes": state.mutate(self._json_object(body))})
+            except ValueError as error:
+                raise ProblemError(400, str(error), "invalid-mutation") from None
         elif route == ("GET", "/_sandbox/config"):
             self._send_json(200, state.describe())
         elif route == ("POST", "/_sandbox/config"):
-            try:
-                changes = json.loads(body or b"{}")
-            except ValueError:
-                raise ProblemError(400, "The body must be a JSON object.") from None
-            if not isinstance(changes, dict):
-                raise ProblemError(400, "The body must be a JSON object.")
+            changes = self._json_object(body)
             try:
                 self._send_json(200, state.configure(changes))
             except ValueError as error:
                 raise ProblemError(400, str(error), "invalid-config") from None
         else:
             raise ProblemError(404, "Unknown sandbox admin endpoint.")
+
+    @staticmethod
+    def _json_object(body: bytes) -> dict[str, Any]:
+        try:
+            value = json.loads(body or b"{}")
+        except ValueError:
+            raise ProblemError(400, "The body must be a JSON object.") from None
+        if not isinstance(value, dict):
+            raise ProblemError(400, "The body must be a JSON object.")
+        return value
