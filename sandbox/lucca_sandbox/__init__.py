@@ -17,6 +17,7 @@ from .data import TRAINING_CATALOGUE, generate_records
 from .faults import FAULT_KINDS, FaultSchedule
 from .handler import API_PATH
 from .moves import RecordMove
+from .mutations import MutationSpec
 from .ratelimit import RateLimiter
 from .server import SandboxServer
 
@@ -28,6 +29,7 @@ __all__ = [
     "ORDERS",
     "TRAINING_CATALOGUE",
     "FaultSchedule",
+    "MutationSpec",
     "RateLimiter",
     "RecordMove",
     "SandboxConfig",

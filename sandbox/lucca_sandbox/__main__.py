@@ -25,6 +25,7 @@ from types import FrameType
 
 from .faults import FaultSchedule, parse_fault_kinds, parse_fault_spec
 from .moves import RecordMove, coerce_moves
+from .mutations import MutationSpec, parse_mutation_spec
 from .server import BOUNDS, DEFAULT_API_KEY, ORDERS, SandboxConfig, SandboxServer
 
 __all__ = ["ADMIN_ENDPOINTS", "DEFAULT_API_KEY", "build_parser", "main"]
@@ -41,6 +42,10 @@ admin endpoints (GET: open; POST: 'Authorization: Bearer <admin token>'):
                               the last 100,000 are kept, the API key never is
   POST /_sandbox/config       change settings or data (a JSON object, as configure())
   POST /_sandbox/reset-stats  zero the counters, the rate window and the request log
+  POST /_sandbox/mutate       seeded late imports, deletions, attendance flips: {"seed",
+                              "inserts", "deletions", "flips", "from", "until",
+                              "delete_ids", "flip_ids"}; answers {"changes": [{"kind",
+                              "id", "sessionEndsOn", "hasAttended"}]}
 """
 
 
@@ -117,6 +122,13 @@ def _moves(text: str) -> tuple[RecordMove, ...]:
         raise argparse.ArgumentTypeError(f"expected a JSON list of moves: {error}") from None
 
 
+def _mutations(text: str) -> MutationSpec:
+    try:
+        return parse_mutation_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI flags; kept separate so tests and docs can introspect them."""
     parser = argparse.ArgumentParser(
@@ -149,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--end", type=_date, default=date(2025, 12, 31), help="last sessionEndsOn (2025-12-31)"
     )
+    data.add_argument(
+        "--mutations",
+        type=_mutations,
+        default=None,
+        metavar="KEY=VALUE,...",
+        help="mutate the generated history once at start, like POST /_sandbox/mutate: "
+        "inserts=N (late CSV imports), deletions=N, flips=N (hasAttended), seed=N (0), "
+        "from=YYYY-MM-DD, until=YYYY-MM-DD (half-open sessionEndsOn range; default the "
+        "dataset's), e.g. inserts=5,deletions=3,flips=4,seed=7",
+    )
     api = parser.add_argument_group("API behaviour")
     api.add_argument(
         "--api-key",
@@ -179,6 +201,33 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         help="tenant rate limit over a sliding 60 s window (default 0 = off)",
+    )
+    timeouts = parser.add_argument_group(
+        "408 timeouts",
+        "Answer 408 'send a simpler request', as Lucca does to a request running over 5 s. "
+        "A window's width is sessionEndOnBefore - sessionEndOnAfter in days; a window exactly "
+        "N days wide is answered, a missing bound is too wide.",
+    )
+    timeouts.add_argument(
+        "--timeout-window-days",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="408 for a window wider than N days or missing a bound (default: off)",
+    )
+    timeouts.add_argument(
+        "--timeout-records",
+        type=_non_negative_int,
+        default=None,
+        metavar="M",
+        help="408 for filters matching more than M records (default: off)",
+    )
+    timeouts.add_argument(
+        "--timeout-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before answering the 408 (default 0; Lucca: 5)",
     )
     faults = parser.add_argument_group("fault injection")
     faults.add_argument(
@@ -264,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             moves=args.moves,
             admin_token=args.admin_token,
             allow_remote=args.allow_remote,
+            timeout_window_days=args.timeout_window_days,
+            timeout_records=args.timeout_records,
+            timeout_delay_seconds=args.timeout_delay,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -279,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     server = SandboxServer(config)
     try:
+        changes = None
+        if args.mutations is not None:
+            try:
+                changes = server.mutate(**args.mutations.to_dict())
+            except ValueError as error:
+                parser.error(f"argument --mutations: {str(error).removeprefix('mutate: ')}")
         try:
             server.start()
         except OSError as error:
@@ -295,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 "<token>' with POST /_sandbox/config and /_sandbox/reset-stats)",
                 flush=True,
             )
+        if changes is not None:
+            print(f"Mutations at start: {json.dumps(changes)}", flush=True)
         print(
             f"Lucca sandbox listening on http://{host}:{server.port} "
             f"({len(server.records)} records, bounds={config.bounds}, order={config.order})",

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from types import TracebackType
 from typing import Any
@@ -92,6 +93,28 @@ class SandboxProcess:
 
     def stats(self) -> dict[str, Any]:
         return self.admin("stats")
+
+    def mutate(self, **body: Any) -> list[dict[str, Any]]:
+        """``POST /_sandbox/mutate``: same keys and answer as :meth:`SandboxServer.mutate`.
+
+        Raises ValueError with the sandbox's message when it refuses the body (400).
+        """
+        if "from_" in body:
+            if "from" in body:
+                raise ValueError("mutate: give 'from' or 'from_', not both")
+            body["from"] = body.pop("from_")
+        for name in ("from", "until"):
+            if hasattr(body.get(name), "isoformat"):
+                body[name] = body[name].isoformat()
+        try:
+            changes: list[dict[str, Any]] = self.admin("mutate", body)["changes"]
+        except urllib.error.HTTPError as error:
+            if error.code != 400:
+                raise
+            with error:
+                detail = json.load(error).get("detail", "")
+            raise ValueError(detail) from None
+        return changes
 
     def request_log(self) -> dict[str, Any]:
         """``GET /_sandbox/requests``: ``{"requests": [...], "dropped": n}`` (see SandboxServer)."""

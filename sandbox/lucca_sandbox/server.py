@@ -16,6 +16,8 @@ number (see :mod:`.faults`), so a failing run can be replayed exactly.
 - :mod:`.ratelimit`: the tenant's sliding-window rate limit;
 - :mod:`.requestlog`: when each API request arrived and what it got (``GET /_sandbox/requests``);
 - :mod:`.state`: the dataset, filter cache, counters, scheduled moves, runtime changes;
+- :mod:`.mutations`: seeded late imports, deletions and attendance flips of old history;
+- :mod:`.timeouts`: which requests get Lucca's 408 "send a simpler request";
 - :mod:`.handler`: the HTTP server and request handler (API, faults, admin endpoints).
 """
 
@@ -173,3 +175,21 @@ class SandboxServer:
         invalid input, leaving the sandbox unchanged.
         """
         return self._state.configure(changes)
+
+    def mutate(self, **body: Any) -> list[dict[str, Any]]:
+        """Same body as ``POST /_sandbox/mutate``; returns the changes (its ``changes`` list).
+
+        Keys: ``seed`` (int, default 0), ``inserts``, ``deletions``, ``flips`` (counts, default
+        0), ``from`` / ``until`` (the half-open range of ``sessionEndsOn`` the counts draw from,
+        dates or ``YYYY-MM-DD``; default the dataset's ``start .. end + 1 day``), ``delete_ids``
+        and ``flip_ids`` (explicit records, anywhere). ``from_`` is accepted for ``from``, a
+        Python keyword. Each change is ``{"kind": "delete" | "flip" | "insert", "id",
+        "sessionEndsOn", "hasAttended"}`` (after the change; a deletion's as it was). Same seed
+        and same dataset, same changes. Raises ValueError on an invalid body, leaving the data
+        unchanged.
+        """
+        if "from_" in body:
+            if "from" in body:
+                raise ValueError("mutate: give 'from' or 'from_', not both")
+            body["from"] = body.pop("from_")
+        return self._state.mutate(body)

@@ -1,8 +1,8 @@
 """What every handler thread shares: the dataset, the filter cache, counters, request log, settings.
 
 Requests are numbered here (faults and moves are timed by that number), scheduled moves are
-applied here, and runtime reconfiguration (validated by :func:`.config.validate_changes`) is
-applied here, all under one lock.
+applied here, and runtime reconfiguration (validated by :func:`.config.validate_changes`) and
+mutations (drawn by :mod:`.mutations`) are applied here, all under one lock.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, cast
 
 from .config import DATE_RE, SandboxConfig, parse_iso_date, validate_changes
 from .data import generate_records
 from .moves import RecordMove
+from .mutations import MutationSpec, apply_mutations
 from .query import Filters, filter_records
 from .ratelimit import RateLimiter
 from .requestlog import RequestLog
@@ -49,6 +50,11 @@ def _moved(record: Mapping[str, Any], target: date) -> dict[str, Any]:
     return moved
 
 
+def _max_id(records: Sequence[Mapping[str, Any]], floor: int) -> int:
+    # Records are in id order, so the last one holds the highest id.
+    return max(floor, _record_id(records[-1])) if records else floor
+
+
 def _check_move_ids(moves: Sequence[RecordMove], records: list[dict[str, Any]]) -> None:
     for move in moves:
         index = bisect.bisect_left(records, move.id, key=_record_id)
@@ -74,6 +80,8 @@ class SandboxState:
         )
         _check_move_ids(config.moves, self.records)
         self.generation = 0
+        # The highest id the dataset ever held: imports never reuse a deleted record's id.
+        self.id_high_water = _max_id(self.records, 0)
         self._cache: OrderedDict[tuple[int, str, str, Filters], list[dict[str, Any]]] = (
             OrderedDict()
         )
@@ -148,9 +156,7 @@ class SandboxState:
             records[index] = _moved(records[index], target)
             self.moves_applied += 1
         if copied:
-            self.records = records
-            self.generation += 1
-            self._cache.clear()
+            self._replace_records(records)
 
     def count_status(self, status: int) -> None:
         with self.lock:
@@ -224,6 +230,9 @@ class SandboxState:
                 "end": cfg.end.isoformat(),
                 "order": cfg.order,
                 "moves": [move.to_dict() for move in cfg.moves],
+                "timeout_window_days": cfg.timeout_window_days,
+                "timeout_records": cfg.timeout_records,
+                "timeout_delay_seconds": cfg.timeout_delay_seconds,
             }
 
     def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -249,8 +258,34 @@ class SandboxState:
 
             self.config = new_cfg
             self.limiter.requests_per_minute = new_cfg.requests_per_minute
+            if validated.regenerate:
+                self.id_high_water = 0
             if records is not self.records:
-                self.records = records
-                self.generation += 1
-                self._cache.clear()
+                self._replace_records(records)
             return self.describe()
+
+    def _replace_records(self, records: list[dict[str, Any]]) -> None:
+        """A new dataset for the next requests; pages already answered keep their snapshot."""
+        self.records = records
+        self.id_high_water = _max_id(records, self.id_high_water)
+        self.generation += 1
+        self._cache.clear()
+
+    def mutate(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Apply a ``POST /_sandbox/mutate`` body (see :mod:`.mutations`); return the changes.
+
+        Validated in full before anything changes; raises ValueError then. The records are
+        replaced like any data change, so a request in flight keeps a consistent snapshot.
+        """
+        spec = MutationSpec.from_mapping(body)
+        with self.lock:
+            records, changes = apply_mutations(
+                self.records,
+                spec,
+                default_start=self.config.start,
+                default_until=self.config.end + timedelta(days=1),
+                next_id=self.id_high_water + 1,
+            )
+            if changes:
+                self._replace_records(records)
+            return changes
