@@ -254,9 +254,9 @@ def test_duplicate_ids_from_the_api_are_written_once(
 ) -> None:
     original = client.paginate
 
-    def repeating(path: str, params: Any) -> Iterator[Any]:
+    def repeating(path: str, params: Any, **options: Any) -> Iterator[Any]:
         # The server lists one record twice; its count is of distinct records.
-        for page in original(path, params):
+        for page in original(path, params, **options):
             items = page.items + page.items[:1] if page.number == 1 else page.items
             yield dataclasses.replace(page, items=items)
 
@@ -272,9 +272,9 @@ def shifted_page(client: LuccaClient, monkeypatch: pytest.MonkeyPatch) -> None:
     so the raw number of items still equals the count."""
     original = client.paginate
 
-    def shifting(path: str, params: Any) -> Iterator[Any]:
+    def shifting(path: str, params: Any, **options: Any) -> Iterator[Any]:
         last: dict[str, Any] | None = None
-        for page in original(path, params):
+        for page in original(path, params, **options):
             items = page.items
             if page.number == 2 and last is not None:
                 items = [last, *items[1:]]
@@ -314,11 +314,11 @@ def test_a_page_shift_in_one_read_is_healed_by_reading_again(
     original = client.paginate
     reads = 0
 
-    def shifting_once(path: str, params: Any) -> Iterator[Any]:
+    def shifting_once(path: str, params: Any, **options: Any) -> Iterator[Any]:
         nonlocal reads
         reads += 1
         last: dict[str, Any] | None = None
-        for page in original(path, params):
+        for page in original(path, params, **options):
             items = page.items
             if reads == 1 and page.number == 2 and last is not None:
                 items = [last, *items[1:]]
@@ -357,9 +357,9 @@ def test_records_without_id_or_with_odd_ids_are_all_kept_intact(
 ) -> None:
     original = client.paginate
 
-    def with_odd_ids(path: str, params: Any) -> Iterator[Any]:
+    def with_odd_ids(path: str, params: Any, **options: Any) -> Iterator[Any]:
         # Shapes the spec does not promise against: only real duplicate ids may be dropped.
-        for page in original(path, params):
+        for page in original(path, params, **options):
             assert page.count is not None
             items = [*page.items, *ODD_ID_RECORDS]
             yield dataclasses.replace(page, items=items, count=page.count + len(ODD_ID_RECORDS))
@@ -526,8 +526,8 @@ def drop_first_record(client: LuccaClient, monkeypatch: pytest.MonkeyPatch) -> l
     original = client.paginate
     dropped: list[dict[str, Any]] = []
 
-    def losing(path: str, params: Any) -> Iterator[Any]:
-        for page in original(path, params):
+    def losing(path: str, params: Any, **options: Any) -> Iterator[Any]:
+        for page in original(path, params, **options):
             if not dropped and page.items:
                 dropped.append(page.items[0])
                 page = dataclasses.replace(page, items=page.items[1:])

@@ -25,6 +25,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaRetriesExhaustedError,
     LuccaServerError,
     LuccaTLSError,
+    LuccaTooSlowError,
 )
 from airflow_provider_lucca.client.pacing import RequestPacer
 from airflow_provider_lucca.client.paging import Page
@@ -63,6 +64,7 @@ __all__ = [
     "LuccaRetriesExhaustedError",
     "LuccaServerError",
     "LuccaTLSError",
+    "LuccaTooSlowError",
     "Page",
     "RequestPacer",
     "RetryPolicy",

@@ -29,6 +29,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaResponseError,
     LuccaServerError,
     LuccaTLSError,
+    LuccaTooSlowError,
 )
 from airflow_provider_lucca.client.pacing import Pacer, RequestPacer
 from airflow_provider_lucca.client.paging import JsonObject, Page, PagingGuard, parse_page
@@ -119,18 +120,25 @@ class LuccaClient:
 
     # -- single requests -------------------------------------------------------------------------
 
-    def get_json(self, path: str, params: QueryParams) -> JsonObject:
+    def get_json(
+        self, path: str, params: QueryParams, *, give_up_on_timeouts: int | None = None
+    ) -> JsonObject:
         """GET ``path`` with retries; return the decoded JSON object of a 2xx answer.
 
         Each failed attempt becomes a :class:`~airflow_provider_lucca.client.retry.Failure`, and
         the policy's :meth:`~airflow_provider_lucca.client.retry.RetryPolicy.decide` says whether
         to wait and retry or what to raise; this loop does the sending, logging and sleeping.
+
+        :param give_up_on_timeouts: raise :class:`LuccaTooSlowError` once this many attempts
+            timed out (408 or a read timeout), or when the retries run out on a timeout, for a
+            caller that can send a narrower request instead; None retries them like any
+            transient failure.
         """
         if not path.startswith("/") or "://" in path:
             raise ValueError(f"path must be a path on the account host, got {path!r}")
         policy = self.config.retry
         started = self._clock()
-        attempt = 0
+        attempt = timeouts = 0
         while True:
             attempt += 1
             self.stats.pacing_wait_seconds += self._pacer.wait()
@@ -159,6 +167,17 @@ class LuccaClient:
             decision = policy.decide(
                 failure, attempt=attempt, elapsed=self._clock() - started, rng=self._rng
             )
+            if failure.status == 408 or failure.transport is Transport.READ_TIMEOUT:
+                timeouts += 1
+                if give_up_on_timeouts is not None and (
+                    timeouts >= give_up_on_timeouts or isinstance(decision, GiveUp)
+                ):
+                    raise LuccaTooSlowError(
+                        f"GET {path}: timed out {timeouts} times ({failure.reason} last): the "
+                        "request is too heavy for Lucca's 5 s limit; a narrower one may pass.",
+                        status=failure.status,
+                        path=path,
+                    ) from cause
             if failure.status == 429:
                 # Everyone sharing the budget pauses, not only this process: also when this
                 # process gives up (its last attempt, or a Retry-After beyond its cap).
@@ -281,7 +300,9 @@ class LuccaClient:
 
     # -- pagination --------------------------------------------------------------------------------
 
-    def paginate(self, path: str, params: QueryParams) -> Iterator[Page]:
+    def paginate(
+        self, path: str, params: QueryParams, *, give_up_on_timeouts: int | None = None
+    ) -> Iterator[Page]:
         """Yield the pages of a v2 listing as they arrive, following ``next`` cursors.
 
         Asks for ``next`` and ``count`` in the same request as the items (no separate count call)
@@ -290,6 +311,8 @@ class LuccaClient:
         more than a page of items beyond the reported count, or a run of empty pages that still
         point further are server bugs that would otherwise page forever: each fails the
         extraction (see :class:`~airflow_provider_lucca.client.paging.PagingGuard`).
+
+        :param give_up_on_timeouts: see :meth:`get_json`.
         """
         limit = self.config.page_size
         base = [(k, v) for k, v in params if k not in ("fields.root", "limit", "page")]
@@ -298,7 +321,7 @@ class LuccaClient:
         cursor: str | None = None
         while True:
             query = base if cursor is None else [*base, ("page", cursor)]
-            page = guard.accept(self.get_json(path, query))
+            page = guard.accept(self.get_json(path, query, give_up_on_timeouts=give_up_on_timeouts))
             yield page
             if page.next_cursor is None:
                 return
@@ -312,12 +335,15 @@ class LuccaClient:
         session_end_on_after: object = None,
         session_end_on_before: object = None,
         training_ids: object = None,
+        give_up_on_timeouts: int | None = None,
     ) -> Iterator[Page]:
         """Pages of ``GET /talent-training/api/v2/realized-trainings``.
 
         Filters are passed to the API exactly as given (the caller owns the meaning of the date
         bounds, which Lucca does not document for v2). Arguments are validated eagerly, so a bad
         one raises here, before the first request, not on the first ``next()``.
+
+        :param give_up_on_timeouts: see :meth:`get_json`.
         """
         params = realized_trainings_params(
             owner_ids=owner_ids,
@@ -326,7 +352,43 @@ class LuccaClient:
             session_end_on_before=session_end_on_before,
             training_ids=training_ids,
         )
-        return self.paginate(REALIZED_TRAININGS_PATH, params)
+        return self.paginate(
+            REALIZED_TRAININGS_PATH, params, give_up_on_timeouts=give_up_on_timeouts
+        )
+
+    def count_realized_trainings(
+        self,
+        *,
+        owner_ids: object = None,
+        has_attended: object = None,
+        session_end_on_after: object = None,
+        session_end_on_before: object = None,
+        training_ids: object = None,
+        give_up_on_timeouts: int | None = None,
+    ) -> int:
+        """How many realized trainings the filters match, in one request and without reading
+        them: ``fields.root=count&limit=0`` (the spec allows ``limit`` 0).
+
+        :raises LuccaResponseError: the answer carries no count, or items.
+        """
+        params = realized_trainings_params(
+            owner_ids=owner_ids,
+            has_attended=has_attended,
+            session_end_on_after=session_end_on_after,
+            session_end_on_before=session_end_on_before,
+            training_ids=training_ids,
+        )
+        params += [("fields.root", "count"), ("limit", "0")]
+        body = self.get_json(
+            REALIZED_TRAININGS_PATH, params, give_up_on_timeouts=give_up_on_timeouts
+        )
+        page = parse_page(body, number=1, limit=0, path=REALIZED_TRAININGS_PATH)
+        if page.count is None:
+            raise LuccaResponseError(
+                f"GET {REALIZED_TRAININGS_PATH}: asked for fields.root=count, the answer has no "
+                "count; cannot compare the committed data with Lucca's."
+            )
+        return page.count
 
     def check(self) -> int | None:
         """One cheap request (``limit=1``) that proves host, key and rights; returns the count."""

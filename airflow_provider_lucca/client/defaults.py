@@ -15,6 +15,10 @@ DEFAULT_PAGE_SIZE = 100
 DEFAULT_TIMEOUT = 30.0
 #: Retries of one request after its first attempt: ``RetryPolicy.max_attempts`` is one more.
 DEFAULT_MAX_RETRIES = 5
+#: Timeouts of one request (Lucca's 408 after 5 s, or a read timeout) after which a caller that
+#: can narrow it (a window split in halves) gives up on it: two may be a busy moment, a third is
+#: a request too heavy for Lucca's limit, and retrying it would spend every attempt the same way.
+TIMEOUTS_BEFORE_SPLIT = 3
 #: A page of 100 realized trainings is a few tens of kilobytes; anything near this is not one.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 

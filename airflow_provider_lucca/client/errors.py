@@ -64,6 +64,15 @@ class LuccaServerError(LuccaAPIError):
     """
 
 
+class LuccaTooSlowError(LuccaServerError):
+    """The same request timed out (408 from Lucca after 5 s, or a read timeout) as many times as
+    the caller allowed: a narrower request may pass where retrying this one would not.
+
+    Raised only for callers that ask for it (``give_up_on_timeouts``): the extraction splits the
+    window in halves, the reconciliation its count probe.
+    """
+
+
 class LuccaRedirectError(LuccaAPIError):
     """A 3xx answer. Redirects are never followed, so the key never travels to another host."""
 

@@ -37,6 +37,15 @@ class Repeats:
         return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
+@dataclass(frozen=True)
+class LedgerMark:
+    """The ledger's length per bucket, per other id, and its anonymous counts at one moment."""
+
+    lengths: tuple[int, ...]
+    other: dict[str, int]
+    anonymous: dict[int, int]
+
+
 class IdLedger:
     """Notes ``(id, day)`` for every record of a read; ids of any JSON type, None ignored.
 
@@ -65,6 +74,27 @@ class IdLedger:
 
     def add_anonymous(self, ordinal: int) -> None:
         self.anonymous[ordinal] = self.anonymous.get(ordinal, 0) + 1
+
+    def mark(self) -> LedgerMark:
+        """Where the ledger stands, to forget what is noted after it (:meth:`rollback`)."""
+        return LedgerMark(
+            tuple(len(ids) for ids in self._ids),
+            {key: len(days) for key, days in self._other.items()},
+            dict(self.anonymous),
+        )
+
+    def rollback(self, mark: LedgerMark) -> None:
+        """Forget every id noted since ``mark``: the records of a request given up on."""
+        for ids, days, length in zip(self._ids, self._days, mark.lengths, strict=True):
+            del ids[length:]
+            del days[length:]
+        for key in list(self._other):
+            kept = mark.other.get(key, 0)
+            if kept:
+                del self._other[key][kept:]
+            else:
+                del self._other[key]
+        self.anonymous = dict(mark.anonymous)
 
     def same_as(self, other: IdLedger) -> bool:
         """Whether two reads served the same ids on the same days (and as many records without

@@ -11,8 +11,9 @@ from datetime import date, datetime, timezone
 from typing import TypedDict
 
 from airflow_provider_lucca import __version__
-from airflow_provider_lucca.client import LuccaClient, LuccaResponseError
+from airflow_provider_lucca.client import LuccaClient, LuccaResponseError, LuccaTooSlowError
 from airflow_provider_lucca.client.client import Logger
+from airflow_provider_lucca.client.defaults import TIMEOUTS_BEFORE_SPLIT
 from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
 from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
 from airflow_provider_lucca.extraction.formats import get_format
@@ -49,6 +50,8 @@ class ExtractionSummary(TypedDict):
     outside_window: int
     duplicates_dropped: int
     reads: int
+    #: The windows the last read was cut into: more than 1 where Lucca timed out on a wide one.
+    slices: int
     #: The Delta version or Iceberg snapshot id the run committed; None for files.
     table_version: int | None
     requests: int
@@ -170,6 +173,7 @@ def extract_realized_trainings(
         "outside_window": spooler.stats.outside_window,
         "duplicates_dropped": records.duplicates,
         "reads": read.number,
+        "slices": read.slices,
         "table_version": committed.table_version,
         "requests": client.stats.requests - requests_before,
         "retries": client.stats.retries - retries_before,
@@ -199,6 +203,7 @@ class WindowRead:
     reported: int | None
     repeats: Repeats
     count_change: str | None = None
+    slices: int = 1
 
     @property
     def distinct(self) -> int:
@@ -246,11 +251,12 @@ def _read_consistently(
     the same days)."""
     reads = 1 + request.max_rereads + (1 if request.confirm_reads else 0)
     candidate: WindowRead | None = None  # a consistent read waiting for its confirmation
+    slices = [request.extracted_window]  # narrowed where Lucca times out, kept for rereads
     for number in range(1, reads + 1):
         lock.check()
         directory = os.path.join(workdir, f"read-{number}")
         os.mkdir(directory)
-        read = _read_once(client, request, directory, number, log, started)
+        read = _read_once(client, request, directory, number, log, started, slices)
         change = read.change()
         if change is None and not request.confirm_reads:
             return read
@@ -307,41 +313,128 @@ def _read_once(
     number: int,
     log: Logger,
     started: float,
+    slices: list[DateWindow],
 ) -> WindowRead:
-    """Spool every page of one read; stop early if the reported count changes."""
-    after, before = request.extracted_window.request_bounds
+    """Spool every page of one read, slice by slice; stop early if a reported count changes.
+
+    ``slices`` cover the window in order (the whole window at first). A slice whose request
+    keeps timing out (Lucca's 408 after 5 s) is dropped from the spool and read as two halves
+    instead, down to single days; the list is updated in place, so a read again starts from
+    the slices that passed. A read made of several slices probes each slice's count once more
+    at the end: a record that moved from a slice not yet read to one already read would
+    otherwise be missed by both, with every count still matching.
+    """
+    spooler = DaySpooler(request.extracted_window, directory)
+    reported: int | None = 0
+    counts: list[int | None] = []
+    progress = _Progress(started, log)
+    index = 0
+    while index < len(slices):
+        window = slices[index]
+        mark = spooler.mark()
+        try:
+            count, count_change = _read_slice(client, request, window, spooler, progress)
+        except LuccaTooSlowError as exc:
+            if window.day_count < 2:
+                raise
+            spooler.rollback(mark)
+            slices[index : index + 1] = window.halves()
+            log.warning(
+                "%s: reading %s in two halves, %s and %s, instead.",
+                exc,
+                window,
+                *slices[index : index + 2],
+            )
+            continue
+        if count_change is not None:
+            spooler.flush()
+            return WindowRead(
+                number, spooler, None, spooler.ledger.repeats(), count_change, len(slices)
+            )
+        counts.append(count)
+        reported = None if reported is None or count is None else reported + count
+        index += 1
+    spooler.flush()
+    count_change = _recount(client, request, slices, counts) if len(slices) > 1 else None
+    return WindowRead(
+        number, spooler, reported, spooler.ledger.repeats(), count_change, len(slices)
+    )
+
+
+@dataclass
+class _Progress:
+    """Logs the records received at most every :data:`PROGRESS_LOG_SECONDS`, across slices."""
+
+    started: float
+    log: Logger
+    last: float = 0.0
+
+    def page(self, number: int, received: int, reported: int | None, last_page: bool) -> None:
+        now = time.monotonic()
+        if last_page or now - self.last >= PROGRESS_LOG_SECONDS:
+            self.last = now
+            of = f"/{reported}" if reported is not None else ""
+            rate = received / max(now - self.started, 1e-6)
+            self.log.info(
+                "Page %d: %d%s records received (%.0f records/s)", number, received, of, rate
+            )
+
+
+def _read_slice(
+    client: LuccaClient,
+    request: ExtractionRequest,
+    window: DateWindow,
+    spooler: DaySpooler,
+    progress: _Progress,
+) -> tuple[int | None, str | None]:
+    """Spool one slice's pages; return its reported count, and what shows that it changed."""
+    after, before = window.request_bounds
     pages = client.iter_realized_trainings(
         owner_ids=request.owner_ids,
         has_attended=request.has_attended,
         training_ids=request.training_ids,
         session_end_on_after=after,
         session_end_on_before=before,
+        give_up_on_timeouts=TIMEOUTS_BEFORE_SPLIT if window.day_count > 1 else None,
     )
-    spooler = DaySpooler(request.extracted_window, directory)
     reported: int | None = None
-    count_change: str | None = None
-    last_log = 0.0
+    received = 0
     for page in pages:
         if page.number == 1:
             reported = page.count
         elif page.count != reported:
-            count_change = (
-                f"the reported count changed from {reported} on page 1 to {page.count} on "
-                f"page {page.number}"
+            return reported, (
+                f"the reported count of {window} changed from {reported} on page 1 to "
+                f"{page.count} on page {page.number}"
             )
-            break
-        spooler.add(page.items)
-        now = time.monotonic()
-        if page.next_cursor is None or now - last_log >= PROGRESS_LOG_SECONDS:
-            last_log = now
-            received = spooler.stats.received
-            of = f"/{reported}" if reported is not None else ""
-            rate = received / max(now - started, 1e-6)
-            log.info(
-                "Page %d: %d%s records received (%.0f records/s)", page.number, received, of, rate
+        spooler.add(page.items, within=window)
+        received += len(page.items)
+        progress.page(page.number, received, reported, page.next_cursor is None)
+    return reported, None
+
+
+def _recount(
+    client: LuccaClient,
+    request: ExtractionRequest,
+    slices: list[DateWindow],
+    counts: list[int | None],
+) -> str | None:
+    """Each slice's count again, after every slice was read: what changed since, or None."""
+    for window, count in zip(slices, counts, strict=True):
+        after, before = window.request_bounds
+        now = client.count_realized_trainings(
+            owner_ids=request.owner_ids,
+            has_attended=request.has_attended,
+            training_ids=request.training_ids,
+            session_end_on_after=after,
+            session_end_on_before=before,
+        )
+        if count is not None and now != count:
+            return (
+                f"the count of {window} changed from {count} to {now} while the window's other "
+                f"{len(slices) - 1} slices were read"
             )
-    spooler.flush()
-    return WindowRead(number, spooler, reported, spooler.ledger.repeats(), count_change)
+    return None
 
 
 def _check_count(read: WindowRead, strict: bool, log: Logger) -> None:

@@ -9,6 +9,7 @@ more files than a process may keep open, each reopened at every flush.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from array import array
@@ -18,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from airflow_provider_lucca.client.errors import LuccaResponseError
-from airflow_provider_lucca.extraction.ledger import IdLedger
+from airflow_provider_lucca.extraction.ledger import IdLedger, LedgerMark
 from airflow_provider_lucca.extraction.window import DateWindow
 
 FLUSH_BYTES = 4 * 1024 * 1024
@@ -33,6 +34,19 @@ class SpoolStats:
     received: int = 0
     kept: int = 0
     outside_window: int = 0
+    #: Records of a neighbouring slice's day, served by a slice's superset bounds: stored once,
+    #: by the slice that owns the day.
+    other_slice: int = 0
+
+
+@dataclass(frozen=True)
+class SpoolMark:
+    """Where a spool stands (its stats, file size, blocks per day and ledger), to roll back to."""
+
+    stats: SpoolStats
+    size: int
+    blocks: dict[str, int]
+    ledger: LedgerMark
 
 
 @dataclass
@@ -58,9 +72,18 @@ class DaySpooler:
         #: Per day, (offset, length) pairs of its blocks in the spool file: 16 bytes a block.
         self._blocks: dict[str, array[int]] = {}
 
-    def add(self, records: list[dict[str, Any]]) -> None:
+    def add(self, records: list[dict[str, Any]], within: DateWindow | None = None) -> None:
+        """Spool the records of one page.
+
+        :param within: the slice of the window this page belongs to, when the window is read in
+            slices: a record of a day of the window outside the slice was served because of the
+            slice's superset bounds and is left to the slice that owns its day.
+        """
         encode = _ENCODE
         days = self._days
+        if within is not None and within != self.window:
+            first, last = within.start.toordinal(), within.end.toordinal()
+            days = {key: ordinal for key, ordinal in days.items() if first <= ordinal < last}
         buffers = self._buffers
         stats = self.stats
         ledger = self.ledger
@@ -70,6 +93,9 @@ class DaySpooler:
             record_id = record.get("id")
             ordinal = days.get(key) if isinstance(key, str) else None
             if ordinal is None:
+                if isinstance(key, str) and key in self._days:
+                    stats.other_slice += 1
+                    continue
                 ordinal = self._outside_ordinal(record, key)
                 stats.outside_window += 1
                 self._note_id(record_id, ordinal)
@@ -116,6 +142,33 @@ class DaySpooler:
             self.ledger.add_key(_ENCODE(record_id), ordinal)
         else:
             self.ledger.add_anonymous(ordinal)
+
+    def mark(self) -> SpoolMark:
+        """Where the spool stands, to drop what is added after it (:meth:`rollback`)."""
+        self.flush()
+        return SpoolMark(
+            dataclasses.replace(self.stats),
+            self._size,
+            {key: len(blocks) for key, blocks in self._blocks.items()},
+            self.ledger.mark(),
+        )
+
+    def rollback(self, mark: SpoolMark) -> None:
+        """Drop every record added since ``mark``: the pages of a slice read in part, before
+        its halves are read instead."""
+        self._buffers.clear()
+        self._buffered = 0
+        if os.path.exists(self._path):
+            os.truncate(self._path, mark.size)
+        self._size = mark.size
+        for key in list(self._blocks):
+            kept = mark.blocks.get(key, 0)
+            if kept:
+                del self._blocks[key][kept:]
+            else:
+                del self._blocks[key]
+        self.stats = dataclasses.replace(mark.stats)
+        self.ledger.rollback(mark.ledger)
 
     def flush(self) -> None:
         if not self._buffers:

@@ -154,6 +154,17 @@ class DateWindow:
             )
         return extended
 
+    def halves(self) -> tuple[DateWindow, DateWindow]:
+        """The window cut in two at its middle day (the first half is the shorter one when the
+        day count is odd); a one-day window cannot be cut."""
+        if self.day_count < 2:
+            raise ValueError(f"{self} is one day: it cannot be split")
+        middle = self.start + timedelta(days=self.day_count // 2)
+        return DateWindow(self.start, middle), DateWindow(middle, self.end)
+
+    def __contains__(self, day: object) -> bool:
+        return isinstance(day, date) and self.start <= day < self.end
+
     def days(self) -> Iterator[date]:
         day = self.start
         while day < self.end:
