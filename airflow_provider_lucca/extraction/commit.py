@@ -90,6 +90,9 @@ class Manifest(RunFields):
     manifest_version: int
     partition: ManifestPartition
     record_count: int
+    #: The day's attended records (``hasAttended`` true or absent), as Lucca's
+    #: ``hasAttended=true`` counts them: what the reconciliation compares without reading files.
+    attended_count: int
     duplicates_dropped: int
     files: list[ManifestFile]
 
@@ -118,6 +121,7 @@ class StagedPartition:
     day: date
     parts: tuple[PartFile, ...]
     duplicates: int
+    attended: int
 
     @property
     def records(self) -> int:
@@ -187,6 +191,7 @@ def commit_partitions(
                 "manifest_version": MANIFEST_VERSION,
                 "partition": {PARTITION_KEY: partition.day.isoformat()},
                 "record_count": partition.records,
+                "attended_count": partition.attended,
                 "duplicates_dropped": partition.duplicates,
                 "files": [part.describe() for part in partition.parts],
                 **manifest_fields,

@@ -25,8 +25,16 @@ from airflow_provider_lucca.extraction.window import DateWindow
 FLUSH_BYTES = 4 * 1024 * 1024
 READ_BYTES = 1024 * 1024
 DATE_FIELD = "sessionEndsOn"
+#: The first byte of a spool line: the record is attended (see :func:`is_attended`) or not.
+ATTENDED, NOT_ATTENDED = b"+", b"-"
 #: Compact, and UTF-8 text kept as is (accents stay readable in the output files).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def is_attended(record: dict[str, Any]) -> bool:
+    """Whether Lucca's ``hasAttended=true`` filter counts the record: ``true``, or no
+    ``hasAttended`` at all (the spec's default); ``false``, null or another value is not."""
+    return record.get("hasAttended", True) is True
 
 
 @dataclass
@@ -51,10 +59,12 @@ class SpoolMark:
 
 @dataclass
 class DaySpooler:
-    """Appends each in-window record as a ``<id>\\t<json>`` line to its day's spool blocks.
+    """Appends each in-window record as a ``<a><id>\\t<json>`` line to its day's spool blocks.
 
-    The id prefix lets the writer deduplicate a day without parsing JSON again; the JSON is the
-    record exactly as received (same keys and order, numbers as parsed, unknown fields kept).
+    ``<a>`` is ``+`` for an attended record (:func:`is_attended`), ``-`` otherwise, so a day's
+    attended records are counted without parsing JSON again, as the id prefix lets the writer
+    deduplicate; the JSON is the record exactly as received (same keys and order, numbers as
+    parsed, unknown fields kept).
     """
 
     window: DateWindow
@@ -111,7 +121,8 @@ class DaySpooler:
                     ledger.add_key(prefix, ordinal)
                 else:
                     ledger.add_anonymous(ordinal)
-            line = f"{prefix}\t{encode(record)}\n"
+            flag = "+" if is_attended(record) else "-"
+            line = f"{flag}{prefix}\t{encode(record)}\n"
             lines = buffers.get(key)
             if lines is None:
                 lines = buffers[key] = []
@@ -187,7 +198,7 @@ class DaySpooler:
         self._buffered = 0
 
     def read_lines(self, day: date) -> Iterator[list[bytes]]:
-        """The ``<id>\\t<json>`` lines of a day (without newline), after :meth:`flush`, in
+        """The ``<a><id>\\t<json>`` lines of a day (without newline), after :meth:`flush`, in
         batches of about :data:`READ_BYTES` (one block at least): batches for the writers, in
         memory bounded by the flush size however big the day; nothing for a day without records.
         """

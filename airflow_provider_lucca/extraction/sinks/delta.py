@@ -16,7 +16,7 @@ from typing import Any
 from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.errors import LuccaConfigError
-from airflow_provider_lucca.extraction.commit import RunFields
+from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
@@ -24,18 +24,29 @@ from airflow_provider_lucca.extraction.schema import (
     RecordSchema,
     import_pyarrow,
 )
-from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
+from airflow_provider_lucca.extraction.sinks.base import (
+    Committed,
+    DayCount,
+    DayRecords,
+    NoGuard,
+    RunGuard,
+)
 from airflow_provider_lucca.extraction.sinks.table import (
+    COUNT_COLUMNS,
     CommitRetries,
     WindowRows,
+    check_run_filters,
     commit_metadata,
     commit_with_retries,
+    day_counts,
     window_bounds,
 )
 from airflow_provider_lucca.extraction.storage import StoragePath
 from airflow_provider_lucca.tenants import validate_tenant_name
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
+#: Commits of the log looked through for the newest run's filters (maintenance commits between).
+HISTORY_CHECKED = 50
 #: Columns whose minimum and maximum go into each file's statistics (what engines skip files on).
 STATS_COLUMNS = ("id", "ownerId", "sessionId", "sessionStartsOn", "sessionEndsOn")
 
@@ -231,6 +242,21 @@ class DeltaSink:
             return self.deltalake.DeltaTable(self.uri, storage_options=self.storage_options)
         except self.deltalake.exceptions.TableNotFoundError:
             return None
+
+    def committed_counts(self, filters: ManifestFilters) -> dict[date, DayCount]:
+        """Every day's rows and attended rows (of the sink's tenant), scanned from two columns
+        of the current version; the newest run commit's filters are checked first."""
+        table = self.open()
+        if table is None:
+            return {}
+        check_run_filters(self.describe(), table.history(HISTORY_CHECKED), filters)
+        import pyarrow.dataset as ds
+
+        rows = table.to_pyarrow_dataset().to_table(
+            columns=list(COUNT_COLUMNS),
+            filter=None if self.tenant is None else ds.field(TENANT_COLUMN) == self.tenant,
+        )
+        return day_counts(self.schema.pa, rows)
 
     def commit(
         self,

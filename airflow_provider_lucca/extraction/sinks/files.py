@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 from airflow_provider_lucca.client.client import Logger
+from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.extraction.commit import (
+    PARTITION_KEY,
+    Manifest,
+    ManifestFilters,
     RunFields,
     StagedPartition,
     commit_partitions,
     describe_local_file,
+    read_manifest,
 )
 from airflow_provider_lucca.extraction.formats import PartFormat
 from airflow_provider_lucca.extraction.lock import DatasetLock, LockPolicy
-from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, RunGuard
-from airflow_provider_lucca.extraction.storage import StoragePath
+from airflow_provider_lucca.extraction.reader import read_partition
+from airflow_provider_lucca.extraction.sinks.base import (
+    Committed,
+    DayCount,
+    DayRecords,
+    RunGuard,
+    same_filters,
+)
+from airflow_provider_lucca.extraction.spool import is_attended
+from airflow_provider_lucca.extraction.storage import StoragePath, list_fresh
+
+#: Manifests read at once when every day's counts are needed (object stores: one GET each).
+MANIFEST_READERS = 8
 
 
 class FilesSink:
@@ -61,7 +78,50 @@ class FilesSink:
         local_path = os.path.join(workdir, f"{day.isoformat()}-{name}")
         count = self.part_format.write(records.batches(day), local_path)
         duplicates = records.duplicates - before
+        attended = records.attended.get(day, 0)
         if count == 0:
             os.unlink(local_path)
-            return StagedPartition(day, (), duplicates)
-        return StagedPartition(day, (describe_local_file(local_path, name, count),), duplicates)
+            return StagedPartition(day, (), duplicates, attended)
+        part = describe_local_file(local_path, name, count)
+        return StagedPartition(day, (part,), duplicates, attended)
+
+    def committed_counts(self, filters: ManifestFilters) -> dict[date, DayCount]:
+        """Every committed day's counts, from its manifest (``attended_count``; a manifest
+        written before it existed has its day's files counted instead).
+
+        :raises LuccaConfigError: a day was extracted with other filters than ``filters``: its
+            counts cannot be compared with Lucca's counts under these.
+        """
+        days = []
+        try:
+            entries = list_fresh(self.root)
+        except FileNotFoundError:
+            return {}
+        for entry in entries:
+            key, _, value = entry.name.partition("=")
+            if key == PARTITION_KEY:
+                try:
+                    days.append(date.fromisoformat(value))
+                except ValueError:
+                    continue
+        with ThreadPoolExecutor(MANIFEST_READERS) as pool:
+            read = pool.map(lambda day: read_manifest(self.root, day), days)
+            manifests = dict(zip(days, read, strict=True))
+        counts: dict[date, DayCount] = {}
+        for day, manifest in sorted(manifests.items()):
+            if manifest is None:
+                continue  # a directory without manifest: a first run died before its commit
+            if not same_filters(manifest["filters"], filters):
+                raise LuccaConfigError(
+                    f"{self.root} was extracted with filters {manifest['filters']} on {day}, "
+                    f"not {filters}: pass the filters the dataset was extracted with "
+                    "(owner_ids, has_attended, training_ids)."
+                )
+            counts[day] = DayCount(manifest["record_count"], self._attended(day, manifest))
+        return counts
+
+    def _attended(self, day: date, manifest: Manifest) -> int:
+        attended = manifest.get("attended_count")
+        if isinstance(attended, int):
+            return attended
+        return sum(is_attended(record) for record in read_partition(self.root, day, manifest))

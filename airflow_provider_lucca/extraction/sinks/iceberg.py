@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.errors import LuccaConfigError
-from airflow_provider_lucca.extraction.commit import RunFields
+from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
@@ -31,12 +31,21 @@ from airflow_provider_lucca.extraction.schema import (
     RecordSchema,
     import_pyarrow,
 )
-from airflow_provider_lucca.extraction.sinks.base import Committed, DayRecords, NoGuard, RunGuard
+from airflow_provider_lucca.extraction.sinks.base import (
+    Committed,
+    DayCount,
+    DayRecords,
+    NoGuard,
+    RunGuard,
+)
 from airflow_provider_lucca.extraction.sinks.table import (
+    COUNT_COLUMNS,
     CommitRetries,
     WindowRows,
+    check_run_filters,
     commit_metadata,
     commit_with_retries,
+    day_counts,
     window_bounds,
 )
 from airflow_provider_lucca.tenants import validate_tenant_name
@@ -287,6 +296,28 @@ class IcebergSink:
                 f"partitioned by identity({TENANT_COLUMN}): a run replaces its tenant's days, so "
                 f"each data file must hold one tenant. Its partition spec is {table.spec()}."
             )
+
+    def committed_counts(self, filters: ManifestFilters) -> dict[date, DayCount]:
+        """Every day's rows and attended rows (of the sink's tenant), scanned from two columns
+        of the current snapshot; the newest run snapshot's filters are checked first."""
+        table = self.load_table()
+        if table is None:
+            return {}
+        snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+        check_run_filters(
+            self.describe(),
+            (dict(s.summary.additional_properties) for s in snapshots if s.summary is not None),
+            filters,
+        )
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.expressions.parser import parse
+
+        # Tenant names are slugs (validate_tenant_name): nothing to quote.
+        row_filter = (
+            AlwaysTrue() if self.tenant is None else parse(f"{TENANT_COLUMN} = '{self.tenant}'")
+        )
+        rows = table.scan(row_filter=row_filter, selected_fields=COUNT_COLUMNS).to_arrow()
+        return day_counts(self.schema.pa, rows)
 
     # ------------------------------------------------------------------ the run's commit
 

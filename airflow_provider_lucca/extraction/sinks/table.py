@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
 from airflow_provider_lucca.client.client import Logger
-from airflow_provider_lucca.extraction.commit import RunFields
+from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
 from airflow_provider_lucca.extraction.errors import LuccaStorageError
 from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN, TENANT_COLUMN, RecordSchema
-from airflow_provider_lucca.extraction.sinks.base import DayRecords
+from airflow_provider_lucca.extraction.sinks.base import DayCount, DayRecords, same_filters
+
+#: The columns a table's committed counts are read from.
+COUNT_COLUMNS = (PARTITION_COLUMN, "hasAttended")
 
 #: How many times a run commits again after another writer committed an overlapping change first.
 DEFAULT_COMMIT_RETRIES = 5
@@ -203,3 +207,48 @@ __all__ = [
     "linear_backoff",
     "window_bounds",
 ]
+
+
+def day_counts(pa: Any, rows: Any) -> dict[date, DayCount]:
+    """Rows and attended rows per day of a scan of :data:`COUNT_COLUMNS`.
+
+    A null ``hasAttended`` counts as attended: a record without the field (the spec's default,
+    true) is stored as null. (A record that had an explicit null, rare, is counted as attended
+    too: the table cannot tell them apart; at worst the reconciliation reads its day again.)
+    """
+    import pyarrow.compute as pc
+
+    attended = pc.cast(pc.fill_null(rows["hasAttended"], True), pa.int64())
+    grouped = (
+        pa.table({"day": rows[PARTITION_COLUMN], "attended": attended})
+        .group_by("day")
+        .aggregate([("attended", "count"), ("attended", "sum")])
+    )
+    return {
+        day: DayCount(records, attended)
+        for day, records, attended in zip(
+            grouped["day"].to_pylist(),
+            grouped["attended_count"].to_pylist(),
+            grouped["attended_sum"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def check_run_filters(
+    describe: str, commits: Iterable[Mapping[str, str]], filters: ManifestFilters
+) -> None:
+    """The newest run commit (its ``lucca.filters``) must have been made with ``filters``.
+
+    :param commits: the commits' metadata, newest first.
+    """
+    for metadata in commits:
+        recorded = metadata.get("lucca.filters")
+        if recorded is None:
+            continue  # a maintenance commit
+        if not same_filters(json.loads(recorded), filters):
+            raise LuccaConfigError(
+                f"{describe} was last extracted with filters {recorded}, not {filters}: pass the "
+                "filters the table was extracted with (owner_ids, has_attended, training_ids)."
+            )
+        return
