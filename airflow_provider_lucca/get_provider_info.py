@@ -78,7 +78,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Lucca",
-                "python-modules": ["airflow_provider_lucca.operators.realized_trainings"],
+                "python-modules": [
+                    "airflow_provider_lucca.operators.realized_trainings",
+                    "airflow_provider_lucca.operators.reconcile",
+                ],
             }
         ],
         "connection-types": [

@@ -10,7 +10,7 @@ Each mapped task is labelled with its tenant in the UI.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from airflow.sdk import get_current_context, task, task_group
@@ -21,9 +21,10 @@ from lucca_common import (
     tenant_targets,
 )
 from lucca_training_hours_report import derive
-from lucca_verify import verify
+from lucca_verify import tenant_label, verify
 
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from airflow_provider_lucca.operators.reconcile import RealizedTrainingsReconcileOperator
 
 #: The UI label of a tenant's mapped tasks (the connection id of a single account).
 TENANT_LABEL = "{{ task.tenant or task.lucca_conn_id }}"
@@ -68,6 +69,17 @@ def per_tenant(**extract_args: Any) -> Any:
     return tenant
 
 
+def reconcile_per_tenant() -> Any:
+    """One reconciliation per tenant (mapped with ``expand_kwargs``), labelled with its name."""
+    return RealizedTrainingsReconcileOperator.partial(
+        task_id="reconcile",
+        **OUTPUT_TARGET,
+        pool=LUCCA_POOL,
+        outlets=[REALIZED_TRAININGS],
+        map_index_template=TENANT_LABEL,
+    )
+
+
 # No retry: it only reports what the tenants did, and retrying changes nothing.
 @task(trigger_rule="all_done", retries=0)
 def fleet_summary(targets: list[dict[str, Any]], reports: Iterable[Any] | None) -> dict[str, Any]:
@@ -76,7 +88,7 @@ def fleet_summary(targets: list[dict[str, Any]], reports: Iterable[Any] | None) 
     # A group mapped over one tenant hands over its one report, not a list of one; nothing when
     # that tenant failed.
     items = [] if reports is None else [reports] if isinstance(reports, dict) else list(reports)
-    done = {report["tenant"] for report in items if report}
+    done = {tenant_label(report) for report in items if report}
     expected = [target["tenant"] or target["lucca_conn_id"] for target in targets]
     failed = [name for name in expected if name not in done]
     summary = {"tenants": expected, "succeeded": sorted(done), "failed": failed}
@@ -89,11 +101,12 @@ def fleet_summary(targets: list[dict[str, Any]], reports: Iterable[Any] | None) 
     return summary
 
 
-def fleet(**extract_args: Any) -> Any:
-    """Wire ``tenants >> tenant (mapped) >> fleet_summary`` in the current DAG."""
+def fleet(per: Callable[..., Any] = per_tenant, **extract_args: Any) -> Any:
+    """Wire ``tenants >> per (mapped: the tenant group by default) >> fleet_summary`` in the
+    current DAG."""
     targets = tenants()
-    reports = per_tenant(**extract_args).expand_kwargs(targets)
+    reports = per(**extract_args).expand_kwargs(targets)
     return fleet_summary(targets, reports)
 
 
-__all__ = ["fleet", "fleet_summary", "per_tenant", "tenants"]
+__all__ = ["fleet", "fleet_summary", "per_tenant", "reconcile_per_tenant", "tenants"]

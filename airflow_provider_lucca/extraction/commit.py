@@ -61,6 +61,19 @@ class ManifestFilters(TypedDict):
     training_ids: list[int] | None
 
 
+def manifest_filters(
+    owner_ids: tuple[int, ...] | None,
+    has_attended: bool | None,
+    training_ids: tuple[int, ...] | None,
+) -> ManifestFilters:
+    """The API filters as manifests record them."""
+    return {
+        "owner_ids": list(owner_ids) if owner_ids else None,
+        "has_attended": has_attended,
+        "training_ids": list(training_ids) if training_ids else None,
+    }
+
+
 class ManifestApi(TypedDict):
     reported_count: int | None
     received: int

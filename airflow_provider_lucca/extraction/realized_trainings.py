@@ -14,7 +14,7 @@ from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client import LuccaClient, LuccaResponseError, LuccaTooSlowError
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.defaults import TIMEOUTS_BEFORE_SPLIT
-from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
+from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields, manifest_filters
 from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
 from airflow_provider_lucca.extraction.formats import get_format
 from airflow_provider_lucca.extraction.ledger import Repeats
@@ -93,11 +93,7 @@ class ExtractionRequest:
         return self.window.with_lookback(self.lookback_days)
 
     def filters(self) -> ManifestFilters:
-        return {
-            "owner_ids": list(self.owner_ids) if self.owner_ids else None,
-            "has_attended": self.has_attended,
-            "training_ids": list(self.training_ids) if self.training_ids else None,
-        }
+        return manifest_filters(self.owner_ids, self.has_attended, self.training_ids)
 
 
 def extract_realized_trainings(

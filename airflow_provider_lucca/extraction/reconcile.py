@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal, TypedDict
 
 from airflow_provider_lucca.client import LuccaClient, LuccaTooSlowError
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.defaults import TIMEOUTS_BEFORE_SPLIT
+from airflow_provider_lucca.extraction.commit import ManifestFilters, manifest_filters
 from airflow_provider_lucca.extraction.formats import get_format
 from airflow_provider_lucca.extraction.lock import LockPolicy
 from airflow_provider_lucca.extraction.realized_trainings import (
+    DEFAULT_MAX_REREADS,
     DayRange,
     ExtractionRequest,
     ExtractionSummary,
@@ -92,12 +94,37 @@ class ReconcileRequest:
     """What to reconcile, and how to re-extract what differs.
 
     :param window: the days to compare; None: from the first committed day to the last.
-    :param extraction: the filters, format and read options of the re-extractions (its window
-        is replaced by each run of changed days); the filters must be the output's own.
+    :param owner_ids: the output's API filters (the committed counts are under them), as for
+        :class:`ExtractionRequest`; ``has_attended`` and ``training_ids`` too.
+    The other fields are the re-extractions' options (:class:`ExtractionRequest`).
     """
 
-    window: DateWindow | None
-    extraction: ExtractionRequest
+    window: DateWindow | None = None
+    owner_ids: tuple[int, ...] | None = None
+    has_attended: bool | None = None
+    training_ids: tuple[int, ...] | None = None
+    file_format: str = "jsonl"
+    fail_on_count_mismatch: bool = True
+    max_rereads: int = DEFAULT_MAX_REREADS
+    confirm_reads: bool = False
+    tenant: str | None = None
+
+    def extraction(self, window: DateWindow) -> ExtractionRequest:
+        """The re-extraction of ``window`` (no lookback: exactly the days that differ)."""
+        return ExtractionRequest(
+            window=window,
+            owner_ids=self.owner_ids,
+            has_attended=self.has_attended,
+            training_ids=self.training_ids,
+            file_format=self.file_format,
+            fail_on_count_mismatch=self.fail_on_count_mismatch,
+            max_rereads=self.max_rereads,
+            confirm_reads=self.confirm_reads,
+            tenant=self.tenant,
+        )
+
+    def filters(self) -> ManifestFilters:
+        return manifest_filters(self.owner_ids, self.has_attended, self.training_ids)
 
 
 def reconcile_realized_trainings(
@@ -114,19 +141,18 @@ def reconcile_realized_trainings(
     Nothing is written, and no lock taken, when every count matches.
     """
     started = time.monotonic()
-    options = request.extraction
     sink = (
         output
         if isinstance(output, OutputSink)
-        else FilesSink(output, get_format(options.file_format), lock_policy)
+        else FilesSink(output, get_format(request.file_format), lock_policy)
     )
     requests_before = client.stats.requests
-    committed = sink.committed_counts(options.filters())
+    committed = sink.committed_counts(request.filters())
     window = request.window or _committed_range(committed)
     summary: ReconcileSummary = {
         "output_path": sink.describe(),
         "file_format": sink.file_format,
-        "tenant": options.tenant,
+        "tenant": request.tenant,
         "window": None if window is None else _range(window),
         "months": 0,
         "date_bounds": None,
@@ -142,7 +168,7 @@ def reconcile_realized_trainings(
         log.info("Nothing is committed in %s yet: nothing to reconcile.", sink.describe())
         return _finish(summary, client, requests_before, started)
 
-    counter = LuccaCounter(client, options, committed, log)
+    counter = LuccaCounter(client, request, committed, log)
     months = list(_months(window))
     found: dict[date, tuple[DayCount, DayCount]] = {}
     counter.check(months, found)
@@ -174,7 +200,7 @@ def reconcile_realized_trainings(
     for days in _consecutive(sorted(found)):
         extracted = extract_realized_trainings(
             client,
-            replace(options, window=days, lookback_days=0),
+            request.extraction(days),
             sink,
             log=log,
             run_id=run_id,
@@ -204,7 +230,7 @@ class LuccaCounter:
     def __init__(
         self,
         client: LuccaClient,
-        options: ExtractionRequest,
+        options: ReconcileRequest,
         committed: dict[date, DayCount],
         log: Logger,
     ) -> None:

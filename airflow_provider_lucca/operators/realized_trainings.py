@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import date, tzinfo
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
@@ -62,6 +62,10 @@ FILE_FORMATS = ("jsonl", "parquet", "delta", "iceberg")
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_lucca.client import LuccaClient
+
+T = TypeVar("T")
 
 
 class RealizedTrainingsOperator(BaseOperator):
@@ -232,17 +236,24 @@ class RealizedTrainingsOperator(BaseOperator):
             self.file_format,
         )
         output = self._output()
-        if self.tenant is not None:
-            self.log.info("Tenant %s (connection %s)", self.tenant, self.lucca_conn_id)
-        try:
-            return extract_realized_trainings(
-                self.hook.client,
+        return self._with_lucca(
+            lambda client: extract_realized_trainings(
+                client,
                 request,
                 output,
                 log=self.log,
                 run_id=context.get("run_id"),
                 lock_policy=self.lock_policy,
             )
+        )
+
+    def _with_lucca(self, work: Callable[[LuccaClient], T]) -> T:
+        """Run ``work`` with the connection's client; an answer that another attempt would get
+        again fails the task without retries."""
+        if self.tenant is not None:
+            self.log.info("Tenant %s (connection %s)", self._tenant(), self.lucca_conn_id)
+        try:
+            return work(self.hook.client)
         except PERMANENT_API_ERRORS as exc:
             # Waiting does not fix a refused key or a refused request: no task retry spends the
             # tenant's budget on it (the cause, chained, says what Lucca answered).
@@ -284,13 +295,7 @@ class RealizedTrainingsOperator(BaseOperator):
         def ready(value: object) -> bool:
             return rendered or not _is_template(value)
 
-        owner_ids = parse_ids("owner_ids", self.owner_ids) if ready(self.owner_ids) else None
-        training_ids = (
-            parse_ids("training_ids", self.training_ids) if ready(self.training_ids) else None
-        )
-        has_attended = (
-            parse_bool("has_attended", self.has_attended) if ready(self.has_attended) else None
-        )
+        owner_ids, training_ids, has_attended = self._filters(ready)
         window = self._window(ready, context)
         if window is None:
             return None
@@ -306,6 +311,20 @@ class RealizedTrainingsOperator(BaseOperator):
             confirm_reads=self.confirm_reads,
             tenant=self._tenant() if rendered else None,
         )
+
+    def _filters(
+        self, ready: Callable[[object], bool]
+    ) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None, bool | None]:
+        """``owner_ids``, ``training_ids``, ``has_attended``, parsed once rendered (a value still
+        holding a template is left for later: None)."""
+        owner_ids = parse_ids("owner_ids", self.owner_ids) if ready(self.owner_ids) else None
+        training_ids = (
+            parse_ids("training_ids", self.training_ids) if ready(self.training_ids) else None
+        )
+        has_attended = (
+            parse_bool("has_attended", self.has_attended) if ready(self.has_attended) else None
+        )
+        return owner_ids, training_ids, has_attended
 
     def _window(
         self, ready: Callable[[object], bool], context: Context | None
