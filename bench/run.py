@@ -13,7 +13,10 @@ loopback) and reports a ratio to a reference measured in the same run:
    RSS, the weekly maintenance);
 7. fleet: records/min for 1, 2, 4 and 8 rate-limited tenants in parallel (one process each, a
    budget shared in Redis), and one tenant read by two processes with and without it
-   (``fleet.{md,png}``).
+   (``fleet.{md,png}``);
+8. reconcile: requests and wall time at 50 requests/min (modelled from the exact request count)
+   to verify 3 years of history with count probes (no change, a late import, a deletion) vs a
+   full re-extraction (``reconcile.{md,png}``).
 
 Prints a Markdown table and writes ``bench/results/latest.{json,png,md}``. Exits 1 if a scenario
 crashed; a missed target is printed as MISSED but is a result, not a failure of the benchmark.
@@ -35,7 +38,7 @@ from bench.common import ScenarioResult, expected_counts, isolate_airflow, use_s
 SCRATCH = use_scratch_root()
 isolate_airflow()
 
-from bench import fleet, report, scenarios, tables  # noqa: E402
+from bench import fleet, reconcile, report, scenarios, tables  # noqa: E402
 from bench.common import BenchSandbox  # noqa: E402
 
 NOTES = [
@@ -84,7 +87,7 @@ NOTES = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7", help="comma list of scenario numbers (default: all)"
+        "--only", default="1,2,3,4,5,6,7,8", help="comma list of scenario numbers (default: all)"
     )
     parser.add_argument(
         "--results", type=Path, default=report.RESULTS, help="output directory (bench/results)"
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             attempt("2", "Pacing", lambda: scenarios.pacing(main_bench))
     attempt("4", "Memory", scenarios.memory)
     attempt("7", "Fleet (tenants in parallel)", lambda: fleet.fleet(args.results))
+    attempt("8", "Reconcile (3 years of history)", lambda: reconcile.reconcile(args.results))
     results.sort(key=lambda result: result.name)
 
     total = time.perf_counter() - started
