@@ -251,7 +251,7 @@ class LuccaCounter:
                 self.drill(month, self.count(month), found)
                 continue
             try:
-                lucca = self._count_pair(month.request_bounds, split=False)
+                lucca = self._count_pair(month.request_bounds, split=True)
             except LuccaTooSlowError:
                 self.learn_bounds()
                 self.drill(month, self.count(month), found)
