@@ -95,7 +95,7 @@ class FilesSink:
         days = []
         try:
             entries = list_fresh(self.root)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no root yet (local: the latter)
             return {}
         for entry in entries:
             key, _, value = entry.name.partition("=")
