@@ -70,14 +70,30 @@ def per_tenant(**extract_args: Any) -> Any:
 
 
 def reconcile_per_tenant() -> Any:
-    """One reconciliation per tenant (mapped with ``expand_kwargs``), labelled with its name."""
-    return RealizedTrainingsReconcileOperator.partial(
-        task_id="reconcile",
-        **OUTPUT_TARGET,
-        pool=LUCCA_POOL,
-        outlets=[REALIZED_TRAININGS],
-        map_index_template=TENANT_LABEL,
-    )
+    """The mapped task group ``tenant`` of the reconciliation: one reconcile per tenant."""
+
+    @task_group(group_id="tenant")
+    def tenant(
+        tenant: str | None,
+        lucca_conn_id: str,
+        owner_ids: list[int] | None,
+        training_ids: list[int] | None,
+        has_attended: bool | None,
+    ) -> Any:
+        return RealizedTrainingsReconcileOperator(
+            task_id="reconcile",
+            tenant=tenant,
+            lucca_conn_id=lucca_conn_id,
+            owner_ids=owner_ids,
+            training_ids=training_ids,
+            has_attended=has_attended,
+            **OUTPUT_TARGET,
+            pool=LUCCA_POOL,
+            outlets=[REALIZED_TRAININGS],
+            map_index_template=TENANT_LABEL,
+        ).output
+
+    return tenant
 
 
 # No retry: it only reports what the tenants did, and retrying changes nothing.

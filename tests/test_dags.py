@@ -47,6 +47,7 @@ def test_every_dag_imports_without_errors(dagbag: DagBag) -> None:
         "lucca_realized_trainings_daily",
         "lucca_realized_trainings_history",
         "lucca_realized_trainings_maintenance",
+        "lucca_realized_trainings_reconcile",
     }
 
 
@@ -89,6 +90,23 @@ def test_history_dag_is_manual_with_date_params(dagbag: DagBag) -> None:
     assert extract.session_end_until == "{{ params['until'] }}"
 
 
+def test_reconcile_dag_checks_every_tenant_weekly_in_the_pool(dagbag: DagBag) -> None:
+    dag = dagbag.dags["lucca_realized_trainings_reconcile"]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 3 * * 0", "Europe/Paris")
+    assert dag.get_task("tenants").downstream_task_ids == {"tenant.reconcile", "fleet_summary"}
+    reconcile = dag.get_task("tenant.reconcile")
+    assert type(reconcile).__name__ == "RealizedTrainingsReconcileOperator"
+    assert reconcile.downstream_task_ids == {"fleet_summary"}
+    assert reconcile.pool == "lucca_api"
+    assert reconcile.map_index_template == "{{ task.tenant or task.lucca_conn_id }}"
+    daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")
+    assert (reconcile.output_path, reconcile.file_format) == (daily.output_path, daily.file_format)
+    assert [outlet.name for outlet in reconcile.outlets] == ["lucca_realized_trainings"]
+
+
 def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -> None:
     dag = dagbag.dags["lucca_realized_trainings_maintenance"]
     assert dag.catchup is False
@@ -103,7 +121,11 @@ def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -
 
 #: The DAGs with an extract task.
 EXTRACT_DAGS = ("lucca_realized_trainings_daily", "lucca_realized_trainings_history")
-DAG_IDS = (*EXTRACT_DAGS, "lucca_realized_trainings_maintenance")
+DAG_IDS = (
+    *EXTRACT_DAGS,
+    "lucca_realized_trainings_maintenance",
+    "lucca_realized_trainings_reconcile",
+)
 
 
 def parse(settings: Callable[..., None], **env: str) -> DagBag:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,13 @@ def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
         # gamma's key is refused: HTTP 401
         key = "wrong-key" if name == "gamma" else SANDBOX_KEY
         env[f"AIRFLOW_CONN_LUCCA_{name.upper()}"] = lucca_conn_json(sandbox.url, key)
+    # After the daily and history runs: a late import and an attendance flip among alpha's March
+    # days (an import and a deletion in one month would cancel out in its counts: README).
+    march = {"from": "2025-03-03", "until": "2025-03-11"}
+    mutation = {"seed": 5, "inserts": 1, "flips": 1, **march}
+    env["FLEET_MUTATE"] = json.dumps(
+        {"url": sandboxes["alpha"].url, "token": sandboxes["alpha"].admin_token, "body": mutation}
+    )
     try:
         child = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "fleet_child.py")],
@@ -159,7 +166,8 @@ def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
     # The committed tenants hold exactly their sandbox's records of the window and lookback.
     for name in ("alpha", "beta"):
         got = read_dataset(output / f"tenant={name}")
-        march = {day: rows for day, rows in got.items() if day < "2025-04"}
+        # (the reconciliation below extracts beta's days after them, up to its April load)
+        march = {day: rows for day, rows in got.items() if day < "2025-03-11"}
         assert {day: rows for day, rows in march.items() if rows} == truth(
             sandboxes[name], "2025-03-03", "2025-03-11"
         )
@@ -176,6 +184,40 @@ def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
         **{f"2025-04-{day:02d}": [] for day in range(1, 31)},
         **april,
     }
+
+    # The weekly reconciliation found alpha's changed days and rewrote only them; beta's only
+    # differences are the days between its daily run and its history load, never extracted
+    # (2025-03-11 .. 03-31), which it extracted; gamma has nothing committed: nothing to compare,
+    # no request (its refused key is not even tried).
+    reconcile = result["reconcile"]
+    assert reconcile["state"] == "success"
+    states = {
+        label: state for task, _, state, label in reconcile["tasks"] if task == "tenant.reconcile"
+    }
+    assert states == {"alpha": "success", "beta": "success", "gamma": "success"}
+    assert reconcile["xcom"]["gamma"]["window"] is None
+    assert reconcile["xcom"]["gamma"]["requests"] == 0
+    mutated = sorted({change["sessionEndsOn"] for change in result["mutation"]})
+    alpha, beta = reconcile["xcom"]["alpha"], reconcile["xcom"]["beta"]
+    assert [change["day"] for change in alpha["changed_days"]] == mutated
+    assert sorted(day for window in alpha["re_extracted"] for day in expand(window)) == mutated
+    gap = truth(sandboxes["beta"], "2025-03-11", "2025-04-01")
+    assert [change["day"] for change in beta["changed_days"]] == sorted(gap)
+    assert sorted(day for window in beta["re_extracted"] for day in expand(window)) == sorted(gap)
+    for name, (first, until) in {
+        "alpha": ("2025-03-03", "2025-03-11"),
+        "beta": ("2025-03-03", "2025-05-01"),
+    }.items():
+        got = read_dataset(output / f"tenant={name}")
+        assert {day: rows for day, rows in got.items() if rows} == truth(
+            sandboxes[name], first, until
+        )
+
+
+def expand(window: dict[str, str]) -> list[str]:
+    """The ISO days of a ``{"from", "until"}`` window."""
+    first, until = date.fromisoformat(window["from"]), date.fromisoformat(window["until"])
+    return [(first + timedelta(days=n)).isoformat() for n in range((until - first).days)]
 
 
 # -- tables: one table for every tenant, each run replacing its tenant's rows only
