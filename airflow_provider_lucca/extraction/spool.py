@@ -32,9 +32,10 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def is_attended(record: dict[str, Any]) -> bool:
-    """Whether Lucca's ``hasAttended=true`` filter counts the record: ``true``, or no
-    ``hasAttended`` at all (the spec's default); ``false``, null or another value is not."""
-    return record.get("hasAttended", True) is True
+    """Whether the record is attended: ``hasAttended`` is anything but ``false`` (absent is the
+    spec's default, true), as Lucca's ``hasAttended=true`` filter counts it. A null counts as
+    attended too, as in the tables, which cannot tell a null from an absent field."""
+    return record.get("hasAttended") is not False
 
 
 @dataclass

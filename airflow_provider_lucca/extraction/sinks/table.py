@@ -213,8 +213,8 @@ def day_counts(pa: Any, rows: Any) -> dict[date, DayCount]:
     """Rows and attended rows per day of a scan of :data:`COUNT_COLUMNS`.
 
     A null ``hasAttended`` counts as attended: a record without the field (the spec's default,
-    true) is stored as null. (A record that had an explicit null, rare, is counted as attended
-    too: the table cannot tell them apart; at worst the reconciliation reads its day again.)
+    true) is stored as null, and anything but ``false`` is attended
+    (:func:`~airflow_provider_lucca.extraction.spool.is_attended`), as in the files.
     """
     import pyarrow.compute as pc
 
