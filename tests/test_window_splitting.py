@@ -217,9 +217,8 @@ def test_a_spool_rolls_back_a_slice_given_up_on(tmp_path: Path) -> None:
     spooler.flush()
 
     def ids(day: str) -> list[bytes]:
-        return [
-            line.split(b"\t")[0][1:] for b in spooler.read_lines(date.fromisoformat(day)) for line in b
-        ]
+        batches = spooler.read_lines(date.fromisoformat(day))
+        return [line.split(b"\t")[0][1:] for batch in batches for line in batch]
 
     assert [ids(day.isoformat()) for day in window.days()] == [[b"1"], [], [b"2", b"6"], []]
     assert spooler.stats.received == 3
