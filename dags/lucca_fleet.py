@@ -21,8 +21,9 @@ from lucca_common import (
     tenant_targets,
 )
 from lucca_training_hours_report import derive
-from lucca_verify import tenant_label, verify
+from lucca_verify import label_task, tenant_label, verify
 
+from airflow_provider_lucca.extraction.reconcile import ReconcileSummary
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.reconcile import RealizedTrainingsReconcileOperator
 
@@ -70,7 +71,8 @@ def per_tenant(**extract_args: Any) -> Any:
 
 
 def reconcile_per_tenant() -> Any:
-    """The mapped task group ``tenant`` of the reconciliation: one reconcile per tenant."""
+    """The mapped task group ``tenant`` of the reconciliation: reconcile, then derive the
+    reports of the months whose days it rewrote."""
 
     @task_group(group_id="tenant")
     def tenant(
@@ -80,7 +82,7 @@ def reconcile_per_tenant() -> Any:
         training_ids: list[int] | None,
         has_attended: bool | None,
     ) -> Any:
-        return RealizedTrainingsReconcileOperator(
+        reconcile = RealizedTrainingsReconcileOperator(
             task_id="reconcile",
             tenant=tenant,
             lucca_conn_id=lucca_conn_id,
@@ -91,9 +93,27 @@ def reconcile_per_tenant() -> Any:
             pool=LUCCA_POOL,
             outlets=[REALIZED_TRAININGS],
             map_index_template=TENANT_LABEL,
-        ).output
+        )
+        return derive(rewritten_days(reconcile.output))
 
     return tenant
+
+
+@task(map_index_template="{{ tenant_label }}")
+def rewritten_days(summary: ReconcileSummary) -> dict[str, Any]:
+    """The days a reconciliation rewrote, as ``derive`` reads an extraction's summary: the
+    reports of their months are computed again (none when nothing changed)."""
+    label_task(tenant_label(summary))
+    return {
+        "output_path": summary["output_path"],
+        "file_format": summary["file_format"],
+        "tenant": summary["tenant"],
+        "partitions": {
+            change["day"]: change["records_now"]
+            for change in summary["changed_days"]
+            if change["records_now"] is not None
+        },
+    }
 
 
 # No retry: it only reports what the tenants did, and retrying changes nothing.
@@ -125,4 +145,11 @@ def fleet(per: Callable[..., Any] = per_tenant, **extract_args: Any) -> Any:
     return fleet_summary(targets, reports)
 
 
-__all__ = ["fleet", "fleet_summary", "per_tenant", "reconcile_per_tenant", "tenants"]
+__all__ = [
+    "fleet",
+    "fleet_summary",
+    "per_tenant",
+    "reconcile_per_tenant",
+    "rewritten_days",
+    "tenants",
+]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 from airflow.sdk import ObjectStoragePath, get_current_context, task
 from lucca_common import LUCCA_CONN_ID, TABLE_FORMATS, read_table, table_commits
@@ -14,9 +16,10 @@ from airflow_provider_lucca.extraction.realized_trainings import ExtractionSumma
 from airflow_provider_lucca.extraction.schema import PARTITION_COLUMN
 
 
-def tenant_label(summary: ExtractionSummary) -> str:
-    """The tenant a summary is about: its name, or the connection of a single account."""
-    return summary.get("tenant") or LUCCA_CONN_ID
+def tenant_label(summary: Mapping[str, Any]) -> str:
+    """The tenant a summary (an extraction's, a reconciliation's...) is about: its name, or the
+    connection of a single account."""
+    return str(summary.get("tenant") or LUCCA_CONN_ID)
 
 
 def label_task(label: str) -> None:

@@ -99,7 +99,10 @@ def test_reconcile_dag_checks_every_tenant_weekly_in_the_pool(dagbag: DagBag) ->
     assert dag.get_task("tenants").downstream_task_ids == {"tenant.reconcile", "fleet_summary"}
     reconcile = dag.get_task("tenant.reconcile")
     assert type(reconcile).__name__ == "RealizedTrainingsReconcileOperator"
-    assert reconcile.downstream_task_ids == {"fleet_summary"}
+    # The reports of the months whose days it rewrote are computed again.
+    assert reconcile.downstream_task_ids == {"tenant.rewritten_days"}
+    assert dag.get_task("tenant.rewritten_days").downstream_task_ids == {"tenant.derive"}
+    assert dag.get_task("tenant.derive").downstream_task_ids == {"fleet_summary"}
     assert reconcile.pool == "lucca_api"
     assert reconcile.map_index_template == "{{ task.tenant or task.lucca_conn_id }}"
     daily = dagbag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")

@@ -195,6 +195,10 @@ def test_the_example_dags_fan_out_over_the_tenant_list(tmp_path: Path) -> None:
         label: state for task, _, state, label in reconcile["tasks"] if task == "tenant.reconcile"
     }
     assert states == {"alpha": "success", "beta": "success", "gamma": "success"}
+    derived = {
+        label: state for task, _, state, label in reconcile["tasks"] if task == "tenant.derive"
+    }
+    assert derived == {"alpha": "success", "beta": "success", "gamma": "success"}
     assert reconcile["xcom"]["gamma"]["window"] is None
     assert reconcile["xcom"]["gamma"]["requests"] == 0
     mutated = sorted({change["sessionEndsOn"] for change in result["mutation"]})
