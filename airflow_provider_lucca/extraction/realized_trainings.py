@@ -399,8 +399,9 @@ def _read_slice(
         if page.number == 1:
             reported = page.count
         elif page.count != reported:
+            of = "" if window == spooler.window else f" of {window}"  # a slice of the window
             return reported, (
-                f"the reported count of {window} changed from {reported} on page 1 to "
+                f"the reported count{of} changed from {reported} on page 1 to "
                 f"{page.count} on page {page.number}"
             )
         spooler.add(page.items, within=window)
