@@ -45,18 +45,22 @@ system-packages:
 # The distributed-engine tests (tests/distributed: a Celery deployment whose time is mostly the
 # tenants' paced requests) run beside the rest of the suite, their output shown at the end.
 DISTRIBUTED_LOG := .pytest-distributed.log
+# The rest runs on two pytest-xdist workers: much of it waits (paced requests, servers starting,
+# processes killed and restarted), so two workers keep the two cores busy. A test goes to
+# whichever worker is free; the tests of the session's Airflow (tests/e2e) share one worker.
+XDIST := -n 2 --dist loadgroup
 
 test: system-packages lint
 	@$(RUN)pytest -p no:cacheprovider tests/distributed $(PYTEST_ARGS) > $(DISTRIBUTED_LOG) 2>&1 & \
 	distributed=$$!; \
-	$(RUN)pytest --ignore=tests/distributed $(PYTEST_ARGS); main=$$?; \
+	$(RUN)pytest --ignore=tests/distributed $(XDIST) $(PYTEST_ARGS); main=$$?; \
 	wait $$distributed; other=$$?; \
 	echo "----- tests/distributed (run beside the suite) -----"; tail -n 40 $(DISTRIBUTED_LOG); \
 	test $$main -eq 0 && { test $$other -eq 0 || test $$other -eq 5; }
 
 # The markers are registered in pyproject.toml ([tool.pytest.ini_options]).
 test-fast: venv
-	$(RUN)pytest -m "not slow and not e2e and not browser" $(PYTEST_ARGS)
+	$(RUN)pytest -m "not slow and not e2e and not browser" $(XDIST) $(PYTEST_ARGS)
 
 demo: venv
 	$(RUN)python scripts/demo.py $(if $(FORMAT),--format $(FORMAT))
