@@ -657,11 +657,6 @@ def test_a_history_without_records_on_month_edges_asks_lucca_once_how_it_reads_b
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a changed month whose change equals its edge days' counts is taken as telling "
-    "the bounds reading (the other one), and its own change is missed",
-)
 def test_a_change_equal_to_the_edge_days_counts_does_not_fool_the_bounds_reading(
     templates: Templates, tmp_path: Path
 ) -> None:

@@ -221,10 +221,11 @@ class LuccaCounter:
     document. Until the first month that tells, months are counted with the bounds
     ``(start - 1, end)``: exactly the month under the exclusive reading, the month and its two
     edge days under the inclusive one. A month whose count matches the committed one under
-    exactly one reading tells it; under both (its edge days are empty), it is unchanged either
-    way; under neither, it waits until the reading is known. The months touching the ends of
-    the history are counted last (their edge days lie outside it); if no month told, one
-    request asks (:meth:`learn_bounds`).
+    exactly one reading tells it, once a second month tells the same (a change can mimic the
+    other reading: a month gaining as many records as its edge days hold); under both (its edge
+    days are empty), it is unchanged either way; under neither, it waits until the reading is
+    known. The months touching the ends of the history are counted last (their edge days lie
+    outside it); if no two months agreed, one request asks (:meth:`learn_bounds`).
     """
 
     def __init__(
@@ -242,7 +243,8 @@ class LuccaCounter:
 
     def check(self, months: list[DateWindow], found: dict[date, tuple[DayCount, DayCount]]) -> None:
         """Note in ``found`` every day of ``months`` (consecutive) whose counts differ."""
-        pending: list[tuple[DateWindow, DayCount]] = []
+        pending: list[tuple[DateWindow, DayCount]] = []  # differ under both readings
+        told: list[tuple[DateWindow, DayCount, BoundsReading]] = []  # match under one only
         for index in [*range(1, len(months) - 1), 0, len(months) - 1][-len(months) :]:
             month = months[index]
             if self.bounds is None and (index == 0 or index == len(months) - 1):
@@ -258,18 +260,31 @@ class LuccaCounter:
                 continue
             narrow_matches = lucca == self.committed_sum(month)
             wide_matches = lucca == self.committed_sum(wide_of(month))
-            if narrow_matches != wide_matches:
-                self.bounds = "exclusive" if narrow_matches else "inclusive"
+            if narrow_matches == wide_matches:
+                if not narrow_matches:
+                    pending.append((month, lucca))
+                continue
+            reading: BoundsReading = "exclusive" if narrow_matches else "inclusive"
+            # A change can mimic the other reading (a month gaining its edge days' counts), so
+            # two months must agree; when they do not, Lucca is asked.
+            if told and told[0][2] != reading:
+                self.learn_bounds()
+            elif told:
+                self.bounds = reading
                 self.log.info(
-                    "Lucca reads sessionEndOnAfter/Before as %s bounds (from %s's counts).",
-                    self.bounds,
+                    "Lucca reads sessionEndOnAfter/Before as %s bounds (told by the counts of %s "
+                    "and %s).",
+                    reading,
+                    told[0][0],
                     month,
                 )
-            elif not narrow_matches:
-                pending.append((month, lucca))
-        if pending and self.bounds is None:
+            told.append((month, lucca, reading))
+        if self.bounds is None and (pending or told):
             self.learn_bounds()
-        for month, lucca in pending:  # counted (start - 1, end): the month, or with its edges
+        # A month that told the other reading changed; counted (start - 1, end), it holds the
+        # month's days, or the month and its edge days under the inclusive reading.
+        pending += [(month, lucca) for month, lucca, reading in told if reading != self.bounds]
+        for month, lucca in pending:
             self.drill(month if self.bounds == "exclusive" else wide_of(month), lucca, found)
 
     def learn_bounds(self) -> None:
