@@ -390,7 +390,7 @@ def check(lakes: Lakes, example: Example) -> None:
     n_months = len(list(months(window)))
     assert summary["months"] == n_months
     assert summary["requests"] == made
-    assert summary["check_requests"] <= 2 * n_months + 1 + PER_CHANGED_DAY * len(found)
+    assert summary["check_requests"] <= 2 * n_months + 2 + PER_CHANGED_DAY * len(found)
     pages = 0
     for run in summary["re_extracted"]:
         start, until = date.fromisoformat(run["from"]), date.fromisoformat(run["until"])

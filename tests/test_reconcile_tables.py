@@ -52,9 +52,10 @@ ONE_DAY = timedelta(days=1)
 CONFIG = SandboxConfig(records=400, start=date(2024, 1, 1), end=date(2024, 2, 29))
 WINDOW = DateWindow(CONFIG.start, CONFIG.end + ONE_DAY)
 MONTHS = 2
-#: Two probes a month, and one more: both months touch the history's ends, so none can tell how
-#: Lucca reads the date bounds and one request asks (with three months or more, none does).
-ASKED = 2 * MONTHS + 1
+#: Two probes a month, and two more: both months touch the history's ends, so none can tell how
+#: Lucca reads the date bounds and two requests ask (a page for a day holding records, then that
+#: day's count); with three months or more, none do.
+ASKED = 2 * MONTHS + 2
 ICEBERG_TABLE = "lucca.realized_trainings"
 
 #: (tenant, day, id, ownerId, hasAttended, durationInHours): what tells rows apart.

@@ -75,6 +75,22 @@ class IdLedger:
     def add_anonymous(self, ordinal: int) -> None:
         self.anonymous[ordinal] = self.anonymous.get(ordinal, 0) + 1
 
+    def days_of(self, keys: set[object]) -> dict[object, set[int]]:
+        """The days each of ``keys`` was served on (an int id, or the JSON text of another id,
+        as noted); one pass over the buckets those keys fall in."""
+        found: dict[object, set[int]] = {}
+        by_bucket: dict[int, set[int]] = {}
+        for key in keys:
+            if type(key) is int and INT64_MIN <= key <= INT64_MAX:
+                by_bucket.setdefault(key & (BUCKETS - 1), set()).add(key)
+            elif (days := self._other.get(str(key))) is not None:
+                found[key] = set(days)
+        for bucket, wanted in by_bucket.items():
+            for record_id, ordinal in zip(self._ids[bucket], self._days[bucket], strict=True):
+                if record_id in wanted:
+                    found.setdefault(record_id, set()).add(ordinal)
+        return found
+
     def mark(self) -> LedgerMark:
         """Where the ledger stands, to forget what is noted after it (:meth:`rollback`)."""
         return LedgerMark(

@@ -317,8 +317,10 @@ def _read_once(
     keeps timing out (Lucca's 408 after 5 s) is dropped from the spool and read as two halves
     instead, down to single days; the list is updated in place, so a read again starts from
     the slices that passed. A read made of several slices probes each slice's count once more
-    at the end: a record that moved from a slice not yet read to one already read would
-    otherwise be missed by both, with every count still matching.
+    at the end, and checks that every record a slice's request served on a neighbour's day (the
+    inclusive reading of the bounds) was served on that day by the neighbour: a record that
+    moved from a slice not yet read to one already read would otherwise be missed by both, with
+    every count still matching.
     """
     spooler = DaySpooler(request.extracted_window, directory)
     reported: int | None = 0
@@ -351,7 +353,9 @@ def _read_once(
         reported = None if reported is None or count is None else reported + count
         index += 1
     spooler.flush()
-    count_change = _recount(client, request, slices, counts) if len(slices) > 1 else None
+    count_change = None
+    if len(slices) > 1:
+        count_change = _recount(client, request, slices, counts) or _seams_changed(spooler)
     return WindowRead(
         number, spooler, reported, spooler.ledger.repeats(), count_change, len(slices)
     )
@@ -408,6 +412,17 @@ def _read_slice(
         received += len(page.items)
         progress.page(page.number, received, reported, page.next_cursor is None)
     return reported, None
+
+
+def _seams_changed(spooler: DaySpooler) -> str | None:
+    unserved = spooler.unserved_seams()
+    if not unserved:
+        return None
+    shown = ", ".join(f"id={key}" for key in unserved[:5])
+    return (
+        f"{len(unserved)} records served at a seam between slices were not served on their day "
+        f"by the slice that holds it ({shown}): they moved or left between the two reads"
+    )
 
 
 def _recount(

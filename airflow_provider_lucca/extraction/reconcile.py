@@ -4,7 +4,7 @@ days that differ.
 Realized trainings carry no updated-at, CSV imports add records with past end dates at any time,
 and deletions leave no trace: only reading a day again shows what changed in it. Lucca counts
 without reading (``fields.root=count&limit=0``, the same filters applying), so each month of
-history is compared in two requests (all records, and the attended ones) with what the output
+history is compared in two requests (all records, and the ones not attended) with what the output
 committed; a month that differs is cut in halves, and only the half whose counts differ is looked
 into, down to single days (or read whole once it fits in one page, which gives its days' counts
 in one request). The days found are re-extracted through the normal extraction and commit.
@@ -17,6 +17,7 @@ full re-extraction (the history DAG) cover those; see the README.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -45,6 +46,8 @@ from airflow_provider_lucca.extraction.window import ONE_DAY, DateWindow
 #: How Lucca reads ``sessionEndOnAfter`` / ``sessionEndOnBefore``: v1 documents them as
 #: exclusive, v2 says nothing. A count must cover the window's days exactly, so each run learns it.
 BoundsReading = Literal["exclusive", "inclusive"]
+#: Windows whose first page is read, at most, to find a day holding records in Lucca.
+LISTINGS_TO_LEARN_BOUNDS = 4
 
 
 class _Filters(TypedDict):
@@ -214,8 +217,11 @@ def reconcile_realized_trainings(
 class LuccaCounter:
     """Lucca's counts of windows of days, compared with the committed ones.
 
-    Each count is one request per figure (records, then the attended ones unless the filters fix
-    attendance). A count that keeps timing out (Lucca's 408) is the sum of its halves' counts.
+    Each count is one request per figure: the records, then those with ``hasAttended=false``
+    (unless the filters fix attendance); the attended ones are the others, as in the committed
+    counts (:func:`~airflow_provider_lucca.extraction.spool.is_attended`), whatever Lucca makes
+    of a null ``hasAttended``. A count that keeps timing out (Lucca's 408) is the sum of its
+    halves' counts, and wider windows are cut at once from then on.
 
     Counting a window exactly needs to know how Lucca reads its date bounds, which it does not
     document. Until the first month that tells, months are counted with the bounds
@@ -240,22 +246,32 @@ class LuccaCounter:
         self.committed = committed
         self.log = log
         self.bounds: BoundsReading | None = None
+        #: The fewest days of a window Lucca timed out on: a window as wide or wider is cut in
+        #: halves at once, without spending timeouts of its own.
+        self.too_wide: int | None = None
 
     def check(self, months: list[DateWindow], found: dict[date, tuple[DayCount, DayCount]]) -> None:
         """Note in ``found`` every day of ``months`` (consecutive) whose counts differ."""
         pending: list[tuple[DateWindow, DayCount]] = []  # differ under both readings
         told: list[tuple[DateWindow, DayCount, BoundsReading]] = []  # match under one only
+
+        def learn() -> None:
+            # Where Lucca surely has records first: months that differ, then the busiest.
+            busiest = sorted(months, key=lambda month: -self.committed_sum(month).records)
+            self.learn_bounds([m for m, _ in pending] + [m for m, _, _ in told] + busiest)
+
         for index in [*range(1, len(months) - 1), 0, len(months) - 1][-len(months) :]:
             month = months[index]
-            if self.bounds is None and (index == 0 or index == len(months) - 1):
-                self.learn_bounds()
+            if self.bounds is None and (index in (0, len(months) - 1) or self._too_wide(month)):
+                learn()
             if self.bounds is not None:
                 self.drill(month, self.count(month), found)
                 continue
             try:
                 lucca = self._count_pair(month.request_bounds, split=True)
             except LuccaTooSlowError:
-                self.learn_bounds()
+                self._timed_out(month)
+                learn()
                 self.drill(month, self.count(month), found)
                 continue
             narrow_matches = lucca == self.committed_sum(month)
@@ -268,7 +284,7 @@ class LuccaCounter:
             # A change can mimic the other reading (a month gaining its edge days' counts), so
             # two months must agree; when they do not, Lucca is asked.
             if told and told[0][2] != reading:
-                self.learn_bounds()
+                learn()
             elif told:
                 self.bounds = reading
                 self.log.info(
@@ -280,27 +296,64 @@ class LuccaCounter:
                 )
             told.append((month, lucca, reading))
         if self.bounds is None and (pending or told):
-            self.learn_bounds()
+            learn()
         # A month that told the other reading changed; counted (start - 1, end), it holds the
         # month's days, or the month and its edge days under the inclusive reading.
         pending += [(month, lucca) for month, lucca, reading in told if reading != self.bounds]
         for month, lucca in pending:
             self.drill(month if self.bounds == "exclusive" else wide_of(month), lucca, found)
 
-    def learn_bounds(self) -> None:
-        """Ask Lucca for the records "after D and before D" of the committed day with the most
-        records: none under the exclusive reading, that day's records under the inclusive one.
-        With nothing committed, the exclusive reading is assumed."""
-        busiest = max(self.committed.items(), key=lambda item: item[1].records, default=None)
+    def learn_bounds(self, candidates: list[DateWindow]) -> None:
+        """Ask Lucca how it reads the bounds: find a day D that holds records in Lucca now (the
+        busiest day of one page of a candidate window), then count the records "after D and
+        before D": none under the exclusive reading, D's records under the inclusive one.
+
+        Two requests (more if a candidate has no record in Lucca). A committed day is not
+        enough: its records may be the ones deleted since. With no record in any candidate,
+        the exclusive reading is assumed: counts of empty windows are 0 either way.
+        """
         self.bounds = "exclusive"
-        if busiest is not None and busiest[1].records > 0:
+        day = self._a_day_with_records(candidates)
+        if day is not None:
             found = self.client.count_realized_trainings(
                 **self._filters(self.options.has_attended),
-                session_end_on_after=busiest[0],
-                session_end_on_before=busiest[0],
+                session_end_on_after=day,
+                session_end_on_before=day,
             )
             self.bounds = "inclusive" if found else "exclusive"
         self.log.info("Lucca reads sessionEndOnAfter/Before as %s bounds.", self.bounds)
+
+    def _a_day_with_records(self, candidates: list[DateWindow]) -> date | None:
+        queue = list(dict.fromkeys(candidates))
+        for _ in range(LISTINGS_TO_LEARN_BOUNDS):
+            if not queue:
+                return None
+            window = queue.pop(0)
+            if self._too_wide(window):
+                queue[:0] = window.halves()  # what Lucca may answer in time
+                continue
+            after, before = window.request_bounds
+            try:
+                page = next(
+                    iter(
+                        self.client.iter_realized_trainings(
+                            **self._filters(self.options.has_attended),
+                            session_end_on_after=after,
+                            session_end_on_before=before,
+                            give_up_on_timeouts=TIMEOUTS_BEFORE_SPLIT,
+                        )
+                    )
+                )
+            except LuccaTooSlowError:
+                if window.day_count > 1:
+                    self._timed_out(window)
+                    queue[:0] = window.halves()
+                continue
+            days = Counter(_day_of(record.get(DATE_FIELD)) for record in page.items)
+            inside = [(n, day) for day, n in days.items() if day is not None and day in window]
+            if inside:
+                return max(inside)[1]
+        return None
 
     def committed_sum(self, window: DateWindow) -> DayCount:
         return sum((self.committed.get(day, NO_RECORDS) for day in window.days()), NO_RECORDS)
@@ -310,7 +363,7 @@ class LuccaCounter:
         records = self._count(window, self.options.has_attended)
         if self.options.has_attended is not None:
             return DayCount(records, records if self.options.has_attended else 0)
-        return DayCount(records, self._count(window, True))
+        return DayCount(records, records - self._count(window, False))
 
     def drill(
         self,
@@ -373,20 +426,28 @@ class LuccaCounter:
         return True
 
     def _count(self, window: DateWindow, has_attended: bool | None) -> int:
-        try:
-            return self._count_once(
-                self._exact_bounds(window), has_attended, split=window.day_count > 1
-            )
-        except LuccaTooSlowError as exc:
-            first, second = window.halves()
-            self.log.warning("%s: counting %s and %s instead.", exc, first, second)
-            return self._count(first, has_attended) + self._count(second, has_attended)
+        if not self._too_wide(window):
+            try:
+                return self._count_once(
+                    self._exact_bounds(window), has_attended, split=window.day_count > 1
+                )
+            except LuccaTooSlowError as exc:
+                self._timed_out(window)
+                self.log.warning("%s: counting %s by halves.", exc, window)
+        first, second = window.halves()
+        return self._count(first, has_attended) + self._count(second, has_attended)
+
+    def _too_wide(self, window: DateWindow) -> bool:
+        return self.too_wide is not None and window.day_count >= self.too_wide > 1
+
+    def _timed_out(self, window: DateWindow) -> None:
+        self.too_wide = min(self.too_wide or window.day_count, window.day_count)
 
     def _count_pair(self, bounds: tuple[date, date], *, split: bool) -> DayCount:
         records = self._count_once(bounds, self.options.has_attended, split=split)
         if self.options.has_attended is not None:
             return DayCount(records, records if self.options.has_attended else 0)
-        return DayCount(records, self._count_once(bounds, True, split=split))
+        return DayCount(records, records - self._count_once(bounds, False, split=split))
 
     def _count_once(
         self, bounds: tuple[date, date], has_attended: bool | None, *, split: bool

@@ -56,6 +56,7 @@ class SpoolMark:
     size: int
     blocks: dict[str, int]
     ledger: LedgerMark
+    seams: int
 
 
 @dataclass
@@ -82,6 +83,8 @@ class DaySpooler:
         self._size = 0
         #: Per day, (offset, length) pairs of its blocks in the spool file: 16 bytes a block.
         self._blocks: dict[str, array[int]] = {}
+        #: (id, day) of the records left to the slice owning their day (see :meth:`add`).
+        self.seams: list[tuple[object, int]] = []
 
     def add(self, records: list[dict[str, Any]], within: DateWindow | None = None) -> None:
         """Spool the records of one page.
@@ -106,6 +109,7 @@ class DaySpooler:
             if ordinal is None:
                 if isinstance(key, str) and key in self._days:
                     stats.other_slice += 1
+                    self._note_seam(record_id, self._days[key])
                     continue
                 ordinal = self._outside_ordinal(record, key)
                 stats.outside_window += 1
@@ -145,6 +149,22 @@ class DaySpooler:
             "date: cannot place it in a partition."
         )
 
+    def _note_seam(self, record_id: object, ordinal: int) -> None:
+        if type(record_id) is int:
+            self.seams.append((record_id, ordinal))
+        elif record_id is not None:
+            self.seams.append((_ENCODE(record_id), ordinal))
+
+    def unserved_seams(self) -> list[object]:
+        """Ids a slice's request served on a neighbouring slice's day that the neighbour did not
+        serve on that day: the record moved, or left, between the two slices' reads (a seam
+        record moved into a slice already read is in neither slice's records, and under the
+        inclusive reading of the bounds in no count either)."""
+        if not self.seams:
+            return []
+        served = self.ledger.days_of({key for key, _ in self.seams})
+        return [key for key, ordinal in self.seams if ordinal not in served.get(key, ())]
+
     def _note_id(self, record_id: object, ordinal: int) -> None:
         """Records dropped as outside the window count too: a record that moves across the
         window's edge while paging is as much a sign of a shifting page as one inside."""
@@ -163,6 +183,7 @@ class DaySpooler:
             self._size,
             {key: len(blocks) for key, blocks in self._blocks.items()},
             self.ledger.mark(),
+            len(self.seams),
         )
 
     def rollback(self, mark: SpoolMark) -> None:
@@ -181,6 +202,7 @@ class DaySpooler:
                 del self._blocks[key]
         self.stats = dataclasses.replace(mark.stats)
         self.ledger.rollback(mark.ledger)
+        del self.seams[mark.seams :]
 
     def flush(self) -> None:
         if not self._buffers:

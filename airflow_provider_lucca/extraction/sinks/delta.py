@@ -46,7 +46,7 @@ from airflow_provider_lucca.tenants import validate_tenant_name
 
 TABLE_DESCRIPTION = "Lucca realized trainings, written by airflow-provider-lucca"
 #: Commits of the log looked through for the newest run's filters (maintenance commits between).
-HISTORY_CHECKED = 50
+HISTORY_CHECKED = 200
 #: Columns whose minimum and maximum go into each file's statistics (what engines skip files on).
 STATS_COLUMNS = ("id", "ownerId", "sessionId", "sessionStartsOn", "sessionEndsOn")
 
@@ -249,7 +249,7 @@ class DeltaSink:
         table = self.open()
         if table is None:
             return {}
-        check_run_filters(self.describe(), table.history(HISTORY_CHECKED), filters)
+        check_run_filters(self.describe(), table.history(HISTORY_CHECKED), filters, self.tenant)
         import pyarrow.dataset as ds
 
         rows = table.to_pyarrow_dataset().to_table(

@@ -308,6 +308,7 @@ class IcebergSink:
             self.describe(),
             (dict(s.summary.additional_properties) for s in snapshots if s.summary is not None),
             filters,
+            self.tenant,
         )
         from pyiceberg.expressions import AlwaysTrue
         from pyiceberg.expressions.parser import parse

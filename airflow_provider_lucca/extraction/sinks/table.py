@@ -236,16 +236,21 @@ def day_counts(pa: Any, rows: Any) -> dict[date, DayCount]:
 
 
 def check_run_filters(
-    describe: str, commits: Iterable[Mapping[str, str]], filters: ManifestFilters
+    describe: str,
+    commits: Iterable[Mapping[str, str]],
+    filters: ManifestFilters,
+    tenant: str | None,
 ) -> None:
-    """The newest run commit (its ``lucca.filters``) must have been made with ``filters``.
+    """The newest run commit of ``tenant`` (its ``lucca.filters``) must have been made with
+    ``filters``: each tenant of a shared table has filters of its own (owner ids are an
+    account's).
 
     :param commits: the commits' metadata, newest first.
     """
     for metadata in commits:
         recorded = metadata.get("lucca.filters")
-        if recorded is None:
-            continue  # a maintenance commit
+        if recorded is None or metadata.get("lucca.tenant") != tenant:
+            continue  # a maintenance commit, or another tenant's run
         if not same_filters(json.loads(recorded), filters):
             raise LuccaConfigError(
                 f"{describe} was last extracted with filters {recorded}, not {filters}: pass the "
