@@ -231,7 +231,7 @@ class LuccaCounter:
     other reading: a month gaining as many records as its edge days hold); under both (its edge
     days are empty), it is unchanged either way; under neither, it waits until the reading is
     known. The months touching the ends of the history are counted last (their edge days lie
-    outside it); if no two months agreed, one request asks (:meth:`learn_bounds`).
+    outside it); if no two months agreed, two requests ask (:meth:`learn_bounds`).
     """
 
     def __init__(
