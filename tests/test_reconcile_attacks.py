@@ -201,3 +201,24 @@ def test_a_tenant_whose_months_time_out_counts_halves_without_timing_out_again(
     assert statuses[408] == TIMEOUTS_BEFORE_SPLIT
     # 12 months of 2 halves and 2 figures, the first timeouts, and the bounds asked (2).
     assert summary["requests"] == 4 * 12 + TIMEOUTS_BEFORE_SPLIT + 2
+
+
+def test_a_parquet_dataset_reconciled_as_jsonl_is_refused_before_any_request(
+    tmp_path: Path,
+) -> None:
+    """The default file_format is jsonl: a re-extraction would write .jsonl.gz parts into a
+    parquet dataset."""
+    config = SandboxConfig(records=300, start=date(2024, 1, 1), end=date(2024, 3, 31))
+    out = ObjectStoragePath((tmp_path / "ds").as_uri())
+    with SandboxServer(config) as server:
+        extract(server, out, window_of(config), file_format="parquet")
+        server.mutate(seed=1, deletions=1)
+        before = tree(tmp_path)
+        server.reset_stats()
+        with pytest.raises(LuccaConfigError, match="file_format='parquet'"):
+            reconcile(server, out)
+        assert server.stats()["requests"] == 0
+        summary = reconcile(server, out, file_format="parquet")
+    assert len(summary["changed_days"]) == 1
+    assert all(path.endswith(".parquet") for path in tree(tmp_path) if "part-" in path)
+    assert tree(tmp_path) != before

@@ -89,8 +89,9 @@ class FilesSink:
         """Every committed day's counts, from its manifest (``attended_count``; a manifest
         written before it existed has its day's files counted instead).
 
-        :raises LuccaConfigError: a day was extracted with other filters than ``filters``: its
-            counts cannot be compared with Lucca's counts under these.
+        :raises LuccaConfigError: a day was extracted with other filters than ``filters`` (its
+            counts cannot be compared with Lucca's counts under these), or in another format
+            than this sink's (a re-extraction would mix formats in the dataset).
         """
         days = []
         try:
@@ -111,6 +112,12 @@ class FilesSink:
         for day, manifest in sorted(manifests.items()):
             if manifest is None:
                 continue  # a directory without manifest: a first run died before its commit
+            if manifest.get("file_format", self.file_format) != self.file_format:
+                raise LuccaConfigError(
+                    f"{self.root} holds {manifest['file_format']} files ({day}), not "
+                    f"{self.file_format}: pass file_format={manifest['file_format']!r}, the "
+                    "format the dataset was extracted in."
+                )
             if not same_filters(manifest["filters"], filters):
                 raise LuccaConfigError(
                     f"{self.root} was extracted with filters {manifest['filters']} on {day}, "
