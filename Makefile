@@ -46,9 +46,9 @@ system-packages:
 # tenants' paced requests) run beside the rest of the suite, their output shown at the end.
 DISTRIBUTED_LOG := .pytest-distributed.log
 # The rest runs on two pytest-xdist workers: much of it waits (paced requests, servers starting,
-# processes killed and restarted), so two workers keep the two cores busy. A test goes to
-# whichever worker is free; the tests of the session's Airflow (tests/e2e) share one worker.
-XDIST := -n 2 --dist loadgroup
+# processes killed and restarted), so two workers keep the two cores busy. A test file goes to
+# whichever worker is free, whole (its module fixtures start once).
+XDIST := -n 2 --dist loadfile
 
 test: system-packages lint
 	@$(RUN)pytest -p no:cacheprovider tests/distributed $(PYTEST_ARGS) > $(DISTRIBUTED_LOG) 2>&1 & \

@@ -28,8 +28,7 @@ from airflow_provider_lucca.extraction.commit import read_manifest
 from airflow_provider_lucca.extraction.reader import read_partition
 from lucca_sandbox.data import generate_records
 
-# One worker runs every test of the session's Airflow (tests/e2e/conftest.py), under xdist.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow-e2e")]
+pytestmark = pytest.mark.e2e
 
 DAG_ID = "lucca_realized_trainings_daily"
 PARIS = ZoneInfo("Europe/Paris")

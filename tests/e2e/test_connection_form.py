@@ -23,8 +23,7 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from tests.helpers import SANDBOX_KEY
 
-# One worker runs every test of the session's Airflow (tests/e2e/conftest.py), under xdist.
-pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.xdist_group("airflow-e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 # The README's screenshot is refreshed only on request, so a test run leaves the tree clean:
