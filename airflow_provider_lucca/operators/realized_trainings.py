@@ -36,6 +36,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.sinks import OutputSink
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.hooks.lucca import LuccaHook
+from airflow_provider_lucca.operators.lineage import LineageMixin
 from airflow_provider_lucca.operators.table_sinks import (
     DEFAULT_ICEBERG_CONN_ID,
     delta_sink,
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class RealizedTrainingsOperator(BaseOperator):
+class RealizedTrainingsOperator(LineageMixin, BaseOperator):
     """Extract Lucca's realized trainings of a date window into ``session_end_on=`` partitions.
 
     Each run replaces every partition of its window (plus lookback) through a manifest commit, so
@@ -252,8 +253,11 @@ class RealizedTrainingsOperator(BaseOperator):
         again fails the task without retries."""
         if self.tenant is not None:
             self.log.info("Tenant %s (connection %s)", self._tenant(), self.lucca_conn_id)
+        self.run_summary = None
         try:
-            return work(self.hook.client)
+            result = work(self.hook.client)
+            self.run_summary = result
+            return result
         except PERMANENT_API_ERRORS as exc:
             # Waiting does not fix a refused key or a refused request: no task retry spends the
             # tenant's budget on it (the cause, chained, says what Lucca answered).
