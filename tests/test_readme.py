@@ -26,7 +26,11 @@ DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'
 
 def duckdb_snippet() -> str:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    (snippet,) = [block for block in blocks if "duckdb.sql" in block and "_manifest.json" in block]
+    (snippet,) = [
+        block
+        for block in blocks
+        if "duckdb.sql" in block and "_manifest.json" in block and "s3fs" not in block
+    ]
     assert DEMO_ROOT in snippet
     return snippet
 
@@ -63,3 +67,59 @@ def sum_decimal(total: str, value: float) -> object:
     from decimal import Decimal
 
     return Decimal(total) + Decimal(repr(value))
+
+
+S3_FS = "fs = s3fs.S3FileSystem()"
+S3_ROOT = 'root = "lake/lucca/realized_trainings"'
+
+
+def s3_duckdb_snippet() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (snippet,) = [block for block in blocks if "duckdb.register_filesystem" in block]
+    assert S3_FS in snippet
+    assert S3_ROOT in snippet
+    return snippet
+
+
+@pytest.mark.slow
+def test_s3_duckdb_snippet_counts_exactly_what_the_manifests_list(
+    sandbox: SandboxServer, moto_s3: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    client = LuccaClient(
+        ClientConfig(base_url=sandbox.url, api_key=SANDBOX_KEY, requests_per_minute=0)
+    )
+    window = DateWindow(date(2025, 2, 20), date(2025, 3, 10))
+    prefix = "lake/lucca/realized_trainings"
+    output = ObjectStoragePath(f"s3://aws_local@{s3_bucket}/{prefix}")
+    extract_realized_trainings(client, ExtractionRequest(window=window), output, log=client.log)
+    # An orphan part of a crashed run, which a glob over part files would count.
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    orphan = {"id": 1, "ownerId": 9, "sessionEndsOn": "2025-03-05", "hasAttended": True}
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key=f"{prefix}/session_end_on=2025-03-05/part-00000-orphan.jsonl.gz",
+        Body=gzip.compress((json.dumps(orphan) + "\n").encode() * 500),
+    )
+
+    fs = (
+        "fs = s3fs.S3FileSystem(key='test', secret='test', "
+        f"client_kwargs={{'endpoint_url': {moto_s3!r}, 'region_name': 'us-east-1'}})"
+    )
+    snippet = s3_duckdb_snippet().replace(S3_FS, fs)
+    exec(snippet.replace(S3_ROOT, f"root = {s3_bucket + '/' + prefix!r}"), {})
+
+    printed = capsys.readouterr().out
+    months = {"2025-02": 0, "2025-03": 0}
+    for record in sandbox.records:
+        if window.start.isoformat() <= record["sessionEndsOn"] < window.end.isoformat():
+            months[record["sessionEndsOn"][:7]] += 1
+    for month, count in months.items():
+        assert re.search(rf"{month}-01\D.*\b{count}\b", printed), printed
