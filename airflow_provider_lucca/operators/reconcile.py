@@ -14,7 +14,11 @@ from airflow_provider_lucca.extraction.reconcile import (
     reconcile_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
-from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
+from airflow_provider_lucca.operators.realized_trainings import (
+    RealizedTrainingsOperator,
+    days_and_months,
+    failing_at_once_when_permanent,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -54,6 +58,12 @@ class RealizedTrainingsReconcileOperator(RealizedTrainingsOperator):
         )
 
     def execute(self, context: Context) -> ReconcileSummary:  # type: ignore[override]
+        with failing_at_once_when_permanent():
+            summary = self._reconcile(context)
+        self._attach_asset_event(context, reconcile_event_extra(summary))
+        return summary
+
+    def _reconcile(self, context: Context) -> ReconcileSummary:
         self._check_target(
             self.file_format, self.output_path, self.iceberg_table, self.iceberg_conn_id
         )  # rendered by now
@@ -94,3 +104,26 @@ class RealizedTrainingsReconcileOperator(RealizedTrainingsOperator):
         if self.session_end_from in (None, "") and self.session_end_until in (None, ""):
             return None
         return super()._window(ready, context)
+
+
+def reconcile_event_extra(summary: ReconcileSummary) -> dict[str, Any]:
+    """The asset event's ``extra`` of a reconciliation: the days it rewrote (``changed_days``,
+    empty when nothing changed, so a downstream DAG can skip), as windows (``re_extracted``) and
+    with their records now, by day and by month as an extraction's event has them."""
+    rewritten = {
+        change["day"]: change["records_now"] or 0
+        for change in summary["changed_days"]
+        if change["records_now"] is not None
+    }
+    detail = days_and_months(rewritten)
+    return {
+        "operation": "reconcile",
+        "tenant": summary["tenant"],
+        "file_format": summary["file_format"],
+        "window": None if summary["window"] is None else dict(summary["window"]),
+        "changed_days": sorted(rewritten),
+        "re_extracted": [dict(window) for window in summary["re_extracted"]],
+        **detail,
+        "records": summary["records_rewritten"],
+        "table_versions": list(summary["table_versions"]),
+    }
