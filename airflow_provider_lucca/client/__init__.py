@@ -27,6 +27,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaTLSError,
     LuccaTooSlowError,
 )
+from airflow_provider_lucca.client.metrics import NO_METRICS, Metrics, NoMetrics
 from airflow_provider_lucca.client.pacing import RequestPacer
 from airflow_provider_lucca.client.paging import Page
 from airflow_provider_lucca.client.retry import RetryPolicy, parse_retry_after
@@ -48,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "NO_METRICS",
     "REALIZED_TRAININGS_PATH",
     "ClientConfig",
     "ClientStats",
@@ -65,6 +67,8 @@ __all__ = [
     "LuccaServerError",
     "LuccaTLSError",
     "LuccaTooSlowError",
+    "Metrics",
+    "NoMetrics",
     "Page",
     "RequestPacer",
     "RetryPolicy",

@@ -18,6 +18,7 @@ import requests
 import urllib3
 
 from airflow_provider_lucca import __version__
+from airflow_provider_lucca.client import metrics as events
 from airflow_provider_lucca.client.config import ClientConfig
 from airflow_provider_lucca.client.errors import (
     LuccaAPIError,
@@ -31,6 +32,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaTLSError,
     LuccaTooSlowError,
 )
+from airflow_provider_lucca.client.metrics import NO_METRICS, Metrics
 from airflow_provider_lucca.client.pacing import Pacer, RequestPacer
 from airflow_provider_lucca.client.paging import JsonObject, Page, PagingGuard, parse_page
 from airflow_provider_lucca.client.query import QueryParams, realized_trainings_params
@@ -72,6 +74,8 @@ class LuccaClient:
         (:class:`~airflow_provider_lucca.client.budget.SharedBudget`), else this process's own
         :class:`~airflow_provider_lucca.client.pacing.RequestPacer` at the config's rate.
     :param sleep: injectable so tests assert waits without waiting.
+    :param metrics: where requests, retries, 429s and waits are reported as they happen
+        (:mod:`~airflow_provider_lucca.client.metrics`); nothing by default.
     """
 
     def __init__(
@@ -83,8 +87,10 @@ class LuccaClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         pacer: Pacer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics: Metrics = metrics or NO_METRICS
         self.log: Logger = logger or logging.getLogger(__name__)
         self.stats = ClientStats()
         self._sleep = sleep
@@ -137,12 +143,17 @@ class LuccaClient:
         if not path.startswith("/") or "://" in path:
             raise ValueError(f"path must be a path on the account host, got {path!r}")
         policy = self.config.retry
+        metrics = self.metrics
         started = self._clock()
         attempt = timeouts = 0
         while True:
             attempt += 1
-            self.stats.pacing_wait_seconds += self._pacer.wait()
+            waited = self._pacer.wait()
+            if waited > 0:
+                self.stats.pacing_wait_seconds += waited
+                metrics.timing(events.PACING_WAIT, waited)
             self.stats.requests += 1
+            metrics.incr(events.REQUESTS)
             cause: BaseException
             try:
                 response = self._send(path, params)
@@ -153,6 +164,7 @@ class LuccaClient:
             ) as exc:
                 failure = self._no_answer(path, exc)
                 cause = exc
+                metrics.incr(events.TRANSPORT_ERRORS)
             else:
                 self.stats.statuses[response.status_code] = (
                     self.stats.statuses.get(response.status_code, 0) + 1
@@ -163,6 +175,7 @@ class LuccaClient:
                 response.close()
                 failure = Failure.answer(error)
                 cause = error
+                metrics.incr(_answer_event(response.status_code))
 
             decision = policy.decide(
                 failure, attempt=attempt, elapsed=self._clock() - started, rng=self._rng
@@ -189,6 +202,7 @@ class LuccaClient:
                     )
                 )
             if isinstance(decision, GiveUp):
+                metrics.incr(events.GAVE_UP)
                 if decision.error is cause:  # an answer not worth retrying: raised as classified
                     raise decision.error
                 raise decision.error from cause
@@ -203,6 +217,8 @@ class LuccaClient:
             )
             self.stats.retries += 1
             self.stats.retry_wait_seconds += decision.wait
+            metrics.incr(events.RETRIES)
+            metrics.timing(events.RETRY_WAIT, decision.wait)
             if decision.wait > 0:
                 self._sleep(decision.wait)
 
@@ -394,6 +410,17 @@ class LuccaClient:
         """One cheap request (``limit=1``) that proves host, key and rights; returns the count."""
         body = self.get_json(REALIZED_TRAININGS_PATH, [("fields.root", "count"), ("limit", "1")])
         return parse_page(body, number=1, limit=1, path=REALIZED_TRAININGS_PATH).count
+
+
+def _answer_event(status: int) -> str:
+    """The metric an error answer counts in."""
+    if status == 429:
+        return events.RATE_LIMITED
+    if status == 408:
+        return events.TIMEOUTS
+    if status >= 500:
+        return events.SERVER_ERRORS
+    return events.REFUSED
 
 
 def _transport_kind(exc: BaseException) -> Transport:
