@@ -297,6 +297,14 @@ class LuccaClient:
                 )
 
     def _decode(self, response: requests.Response, path: str) -> JsonObject:
+        # A compact listing is decoded item by item, each item keeping its text as sent (the
+        # spooler writes it as is); any other body the ordinary way, with its ordinary errors.
+        from airflow_provider_lucca.client.paging import decode_listing
+
+        decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+        listing = decode_listing(response.content, decoder)
+        if listing is not None:
+            return listing
         try:
             body = json.loads(
                 response.content, parse_constant=_reject_constant, parse_float=_finite_float

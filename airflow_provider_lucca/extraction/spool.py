@@ -65,8 +65,10 @@ class DaySpooler:
 
     ``<a>`` is ``+`` for an attended record (:func:`is_attended`), ``-`` otherwise, so a day's
     attended records are counted without parsing JSON again, as the id prefix lets the writer
-    deduplicate; the JSON is the record exactly as received (same keys and order, numbers as
-    parsed, unknown fields kept).
+    deduplicate; the JSON is the record exactly as received: the server's own text of it when
+    the client kept it (:class:`~airflow_provider_lucca.client.paging.RawItems`, numbers byte
+    for byte), else the decoded record encoded compactly (same keys and order, numbers as parsed,
+    unknown fields kept).
     """
 
     window: DateWindow
@@ -101,7 +103,12 @@ class DaySpooler:
         buffers = self._buffers
         stats = self.stats
         ledger = self.ledger
-        for record in records:
+        # Each item's text as the server sent it, when the client kept it (a compact page, see
+        # RawItems): written as is, not encoded again. Otherwise the decoded record is encoded.
+        texts: list[str] | None = getattr(records, "texts", None)
+        if texts is not None and len(texts) != len(records):
+            texts = None
+        for index, record in enumerate(records):
             stats.received += 1
             key: Any = record.get(DATE_FIELD)
             record_id = record.get("id")
@@ -126,8 +133,9 @@ class DaySpooler:
                     ledger.add_key(prefix, ordinal)
                 else:
                     ledger.add_anonymous(ordinal)
-            flag = "+" if is_attended(record) else "-"
-            line = f"{flag}{prefix}\t{encode(record)}\n"
+            flag = "-" if record.get("hasAttended") is False else "+"  # is_attended, inline
+            text = encode(record) if texts is None else texts[index]
+            line = f"{flag}{prefix}\t{text}\n"
             lines = buffers.get(key)
             if lines is None:
                 lines = buffers[key] = []
