@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from local_airflow import (
     ROOT,
@@ -29,6 +30,7 @@ from local_airflow import (
     health_problem,
     prepare_metadata_db,
     sandbox_connection,
+    store_connection,
 )
 
 from lucca_sandbox.process import SandboxProcess
@@ -83,7 +85,7 @@ class AirflowStack:
         self.env = airflow_env(
             self.home,
             self.output_path,
-            sandbox_connection(self.sandbox.url, SANDBOX_RPM),
+            None,  # lucca_default lives in the metadata database: the UI lists and edits it
             AIRFLOW__API__PORT=str(self.port),
             AIRFLOW__API__HOST="127.0.0.1",
             AIRFLOW__API__BASE_URL=self.url,
@@ -99,6 +101,13 @@ class AirflowStack:
         )
         try:
             prepare_metadata_db(self.env)
+            store_connection(
+                self.env,
+                "lucca_default",
+                sandbox_connection(
+                    self.sandbox.url, SANDBOX_RPM, port=urlsplit(self.sandbox.url).port
+                ),
+            )
             for component in ("api-server", "scheduler", "dag-processor"):
                 log = open(self.home / f"{component}.log", "ab")  # noqa: SIM115
                 self.processes[component] = subprocess.Popen(

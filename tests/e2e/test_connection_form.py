@@ -252,3 +252,21 @@ def test_connection_form_test_button_and_storage(
     stored = stack.api("GET", f"/api/v2/connections/{CONN_ID}")
     assert stored["conn_type"] == "lucca"
     assert json.loads(stored["extra"]) == EXTRA_DEFAULTS
+
+
+def test_make_airflow_lists_lucca_default_and_its_test_button_works(
+    airflow_stack: AirflowStack, page: Page
+) -> None:
+    """`make airflow` keeps ``lucca_default`` in the metadata database, so the UI lists it for
+    testing and editing (an ``AIRFLOW_CONN_*`` variable would not show there), with the port
+    that spares it Airflow 3.3.2's portless Test-button bug."""
+    stack = airflow_stack
+    stored = stack.api("GET", "/api/v2/connections/lucca_default")
+    assert (stored["conn_type"], stored["host"]) == ("lucca", stack.sandbox.url)
+    assert stored["port"] == urlsplit(stack.sandbox.url).port
+    assert "AIRFLOW_CONN_LUCCA_DEFAULT" not in stack.env
+
+    page.goto(f"{stack.url}/connections", wait_until="load", timeout=TIMEOUT_MS)
+    status, body = click_test(page, "lucca_default")
+    assert (status, body.get("status")) == (200, True), body
+    assert body["message"] == f"Connected to {stack.sandbox.url}: 20000 realized trainings visible."
