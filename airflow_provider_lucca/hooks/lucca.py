@@ -40,6 +40,7 @@ from airflow_provider_lucca.client.defaults import (
     REQUESTS_PER_MINUTE_RANGE,
     TIMEOUT_RANGE,
 )
+from airflow_provider_lucca.client.metrics import Metrics
 from airflow_provider_lucca.client.query import QueryParams
 
 #: The UI's Test button should answer within seconds, not walk the whole retry budget. It keeps
@@ -129,7 +130,23 @@ class LuccaHook(BaseHook):
         budget = shared_budget(config.base_url, config.requests_per_minute)
         if budget is not None:
             self.log.info("Request budget of %s shared through Redis", config.base_url)
-        return LuccaClient(config, logger=self.log, pacer=budget)
+        return LuccaClient(config, logger=self.log, pacer=budget, metrics=self.metrics)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """Where the client's requests, retries, 429s and waits are counted: Airflow's metrics
+        as ``lucca.<account>.*`` when ``[metrics]`` turns them on, else nowhere (README
+        "Metrics")."""
+        from airflow_provider_lucca.hooks.stats import airflow_metrics
+
+        return airflow_metrics(self.client_config.base_url)
+
+    def report_run(self, summary: object) -> None:
+        """Count what a run wrote (records, days, reads) from its summary, under the same
+        account as its requests; never raises."""
+        from airflow_provider_lucca.hooks.stats import report_run
+
+        report_run(self.metrics, summary)
 
     def close(self) -> None:
         """Close the HTTP session, if one was opened (workers run many tasks per process)."""
