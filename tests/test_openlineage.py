@@ -29,6 +29,7 @@ from tests.test_dags import iceberg_conn_json
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = {"session_end_from": "2025-03-01", "session_end_until": "2025-03-15"}
+AGAIN = {"session_end_from": "2025-03-05", "session_end_until": "2025-03-09"}
 #: A refused key, distinctive enough to be searched for in the events.
 WRONG_KEY = "wrong-key-" + uuid.uuid4().hex
 JSON_FIELDS = [
@@ -246,6 +247,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory, moto_s3: str) -> Runs:
                 iceberg_conn_id="iceberg_local",
                 file_format="iceberg",
             ),
+            # Second runs over part of the window: their statistics are of their own commits.
+            {
+                "dag_id": "ol_delta_again",
+                "operator": "extract",
+                "kwargs": {
+                    "output_path": str(root / "delta"),
+                    "file_format": "delta",
+                    **AGAIN,
+                },
+            },
+            {
+                "dag_id": "ol_iceberg_again",
+                "operator": "extract",
+                "kwargs": {
+                    "iceberg_table": "lucca.realized_trainings",
+                    "iceberg_conn_id": "iceberg_local",
+                    "file_format": "iceberg",
+                    **AGAIN,
+                },
+            },
             run("ol_refused", output_path=(root / "refused").as_uri(), lucca_conn_id="lucca_wrong"),
             run("ol_before_reconcile", output_path=(root / "reconciled").as_uri()),
             {
@@ -403,20 +424,36 @@ def test_a_delta_table(runs: Runs) -> None:
     from deltalake import DeltaTable
 
     root = runs.root / "delta"
-    complete = runs.event("ol_delta", "COMPLETE")
-    check_input(runs, complete)
-    output = dataset(complete["outputs"])
-    assert (output["namespace"], output["name"]) == ("file", str(root))
-    assert field_names(output["facets"]["schema"]) == [*TYPED_COLUMNS, "session_end_on"]
-    assert output["facets"]["storage"]["storageLayer"] == "delta"
-    parts = local_parts(root, ".parquet")
-    rows = DeltaTable(str(root)).to_pyarrow_table().num_rows
-    assert statistics(complete) == {
-        "rowCount": rows,
-        "size": sum(path.stat().st_size for path in parts),
-        "fileCount": len(parts),
+    first, again = runs.summary("ol_delta"), runs.summary("ol_delta_again")
+    assert (first["table_version"], again["table_version"]) == (0, 1)
+    added = {
+        0: set(DeltaTable(str(root), version=0).file_uris()),
+        1: set(DeltaTable(str(root), version=1).file_uris())
+        - set(DeltaTable(str(root), version=0).file_uris()),
     }
-    assert rows == runs.summary("ol_delta")["records"] > 0
+    for dag_id, summary in (("ol_delta", first), ("ol_delta_again", again)):
+        complete = runs.event(dag_id, "COMPLETE")
+        check_input(runs, complete)
+        output = dataset(complete["outputs"])
+        assert (output["namespace"], output["name"]) == ("file", str(root))
+        assert field_names(output["facets"]["schema"]) == [*TYPED_COLUMNS, "session_end_on"]
+        assert output["facets"]["storage"]["storageLayer"] == "delta"
+        # The commit's own files: a second run's statistics are not the whole table's.
+        files = added[summary["table_version"]]
+        rows = sum(len(read_parquet(uri)) for uri in files)
+        assert statistics(complete) == {
+            "rowCount": rows,
+            "size": sum(Path(uri.removeprefix("file://")).stat().st_size for uri in files),
+            "fileCount": len(files),
+        }
+        assert rows == summary["records"] > 0
+
+
+def read_parquet(uri: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = pq.read_table(uri.removeprefix("file://")).to_pylist()
+    return rows
 
 
 @pytest.mark.slow
@@ -445,14 +482,18 @@ def test_an_iceberg_table(runs: Runs) -> None:
         "iceberg_local",
     )
     assert catalog["warehouseUri"] == warehouse.as_uri()
-    data = local_parts(table_root / "data", ".parquet")
-    summary = runs.summary("ol_iceberg")
-    assert statistics(complete) == {
-        "rowCount": summary["records"],
-        "size": sum(path.stat().st_size for path in data),
-        "fileCount": len(data),
-    }
-    assert summary["records"] > 0
+    first, again = runs.summary("ol_iceberg"), runs.summary("ol_iceberg_again")
+    for dag_id, summary in (("ol_iceberg", first), ("ol_iceberg_again", again)):
+        # The snapshot's own data files: a second run's statistics are not the table's.
+        files = snapshot_files(runs, summary["table_version"]) - (
+            set() if dag_id == "ol_iceberg" else snapshot_files(runs, first["table_version"])
+        )
+        assert statistics(runs.event(dag_id, "COMPLETE")) == {
+            "rowCount": sum(len(read_parquet(uri)) for uri in files),
+            "size": sum(Path(uri.removeprefix("file://")).stat().st_size for uri in files),
+            "fileCount": len(files),
+        }
+        assert summary["records"] > 0
     # The first run's START, before the table (or its namespace) existed, names it alike.
     start = dataset(runs.event("ol_iceberg", "START")["outputs"])
     assert (start["namespace"], start["name"]) == ("file", str(table_root))
@@ -501,6 +542,15 @@ def test_no_event_holds_an_api_key(runs: Runs) -> None:
     assert len(runs.events) >= 12
     assert SANDBOX_KEY not in runs.text
     assert WRONG_KEY not in runs.text
+
+
+def snapshot_files(runs: Runs, snapshot_id: int) -> set[str]:
+    """The data files of an Iceberg snapshot, read with pyiceberg."""
+    from pyiceberg.catalog import load_catalog
+
+    properties = json.loads(iceberg_conn_json(runs.root / "iceberg"))["extra"]
+    table = load_catalog("iceberg_local", **properties).load_table("lucca.realized_trainings")
+    return {task.file.file_path for task in table.scan(snapshot_id=snapshot_id).plan_files()}
 
 
 def days_of(window: dict[str, str]) -> list[str]:
