@@ -66,15 +66,19 @@ def is_local(path: StoragePath) -> bool:
 def write_whole(path: StoragePath, data: bytes) -> None:
     """Make ``data`` visible at ``path`` all at once, never as a truncated object.
 
-    An object store's PUT is already all-or-nothing; a local file is written aside, then renamed.
+    An object store's PUT is already all-or-nothing; a local file is written aside, then renamed
+    (with os calls: a path object per step costs more than the write of a small manifest).
     """
     if not is_local(path):
         path.write_bytes(data)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.tmp"
-    temporary.write_bytes(data)
-    os.replace(temporary.path, path.path)
+    target = path.path
+    directory, name = os.path.split(target)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, target)
 
 
 def modified_at(path: StoragePath) -> float:
@@ -96,6 +100,9 @@ def read_fresh(path: StoragePath) -> bytes:
     replaced since then fails (``FileExpired``) or reads stale metadata. Manifests and the lock
     are replaced by other runs, so they are always read afresh.
     """
+    if is_local(path):  # no cache to forget, and a plain read is 10x cheaper than fsspec's
+        with open(path.path, "rb") as handle:
+            return handle.read()
     _forget(path)
     data: bytes = path.fs.cat_file(path.path)
     return data
