@@ -18,11 +18,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from lucca_sandbox import DEFAULT_API_KEY
@@ -289,7 +291,14 @@ def run_operator(
     cpu_before = time.process_time()
     began = time.perf_counter()
     # A plain dict holds what the operator reads of Airflow's Context (a TypedDict).
-    task_context = cast("Context", context or {"run_id": f"bench__{began}"})
+    # The task runner's outlet_events: where the operator puts its asset event's extra.
+    events_by_outlet: defaultdict[object, SimpleNamespace] = defaultdict(
+        lambda: SimpleNamespace(extra={})
+    )
+    task_context = cast(
+        "Context",
+        {"run_id": f"bench__{began}", **(context or {}), "outlet_events": events_by_outlet},
+    )
     summary = operator.execute(task_context, **sentinel)
     wall = time.perf_counter() - began
     cpu = time.process_time() - cpu_before

@@ -18,7 +18,8 @@ scenario measures whether that holds on this machine, for 1, 2, 4 and 8 tenants:
 
 Then the point of the shared budget: two processes extracting the same tenant at once (a
 backfill's parallel runs), each pacing itself, spend twice the budget and meet 429s once the
-tenant's 60 s window is full; sharing the budget in Redis they stay inside it.
+tenant's window is full (15 s here: the limit's window scaled down, see CONTENTION_WINDOW);
+sharing the budget in Redis they stay inside it.
 
 Writes ``fleet.md`` and ``fleet.png`` next to the other results.
 """
@@ -50,21 +51,25 @@ from bench.common import PAGE_SIZE, ROOT, SANDBOX_KEY, SYSTEM_TMP, ScenarioResul
 
 #: Numbers of tenants of the curve; the pool has as many workers as the largest.
 CURVE = (1, 2, 4, 8)
-#: Each curve tenant: 4,000 records (40 pages of 100) at 120 requests/min, so about 20 s of paced
+#: Each curve tenant: 4,000 records (40 pages of 100) at 240 requests/min, so about 10 s of paced
 #: requests, then the commit of its daily partitions. The records are those of one month, 129 a
 #: day, near a mid-size tenant's density (100,000 a year is 274 a day): the same 4,000 spread
 #: over a year would make the commit of 365 near-empty partitions a tenth of the run, where it
 #: is well under 1% of a paced history load at Lucca's 50 requests/min.
 TENANT_RECORDS = 4_000
-TENANT_RPM = 120
+TENANT_RPM = 240
 TENANT_REQUESTS = -(-TENANT_RECORDS // PAGE_SIZE)
 FIRST_DAY, LAST_DAY = date(2025, 1, 1), date(2025, 1, 31)
 PERIOD = "January 2025"
 SEED_BASE = 700
 #: The same-tenant comparison: two processes read the two halves of a month of 6,600 records
-#: (about 67 requests in all) from one tenant allowing 60 a minute. Paced each on its own they
-#: send 120 a minute and fill the tenant's 60 s window in 30 s; sharing the budget, 60 a minute.
-CONTENTION_RPM = 60
+#: (about 67 requests in all) from one tenant allowing 60 requests in any window. The window is
+#: shortened from 60 s to 15 s (bench.scaled_sandbox: 240/min, 60/min scaled 4x in time), so the
+#: comparison takes seconds, not minutes. Paced each on its own at the tenant's rate they send
+#: twice it and fill the window in half of it; sharing the budget, they keep to the rate.
+CONTENTION_LIMIT = 60
+CONTENTION_WINDOW = 15.0
+CONTENTION_RPM = round(CONTENTION_LIMIT * 60 / CONTENTION_WINDOW)
 CONTENTION_RECORDS = 6_600
 CONTENTION_SEED = 900
 CONTENTION_SPLIT = date(2025, 1, 16)
@@ -77,7 +82,6 @@ ARM_TIMEOUT = 120.0
 ROUND_TIMEOUT = 300.0
 REDIS_READY_TIMEOUT = 30.0
 PORT_ATTEMPTS = 5
-RATE_WINDOW = 60.0
 
 
 # --------------------------------------------------------------------------- the worker process
@@ -338,14 +342,22 @@ class Tenant:
     records: int
     rpm: int
     process: Any = None
+    #: A rate window shorter than 60 s (bench.scaled_sandbox) and the limit within it; None: 60 s
+    #: and ``rpm``.
+    window: float | None = None
+    limit: int | None = None
 
     def start(self, log_dir: Path) -> None:
+        from bench.scaled_sandbox import ScaledSandboxProcess
         from lucca_sandbox.process import SandboxProcess
 
         args = ["--records", str(self.records), "--seed", str(self.seed)]
         args += ["--start", FIRST_DAY.isoformat(), "--end", LAST_DAY.isoformat()]
-        args += ["--requests-per-minute", str(self.rpm)]
-        self.process = SandboxProcess(args, log_path=str(log_dir / f"sandbox-{self.name}.log"))
+        args += ["--requests-per-minute", str(self.limit or self.rpm)]
+        if self.window is not None:
+            self.process = ScaledSandboxProcess(args, self.window)
+        else:
+            self.process = SandboxProcess(args, log_path=str(log_dir / f"sandbox-{self.name}.log"))
         self.process.start()
 
     @property
@@ -655,7 +667,14 @@ def fleet_processes(base: Path) -> Iterator[tuple[Worker, list[Tenant], list[Ten
         for index in range(1, max(CURVE) + 1)
     ]
     same = [
-        Tenant(f"same-{kind}", CONTENTION_SEED, CONTENTION_RECORDS, CONTENTION_RPM)
+        Tenant(
+            f"same-{kind}",
+            CONTENTION_SEED,
+            CONTENTION_RECORDS,
+            CONTENTION_RPM,
+            window=CONTENTION_WINDOW,
+            limit=CONTENTION_LIMIT,
+        )
         for kind in ("own", "shared")
     ]
     worker_: Worker | None = None
@@ -847,27 +866,31 @@ def _contention_rows(result: ScenarioResult, run: Round) -> None:
     ):
         children = [child for child in run.done if child["tenant"] == name]
         limited = run.status(429, name)
-        admitted = run.busiest(name, RATE_WINDOW, admitted_only=True)
-        burst = run.busiest(name, RATE_WINDOW / 2)
+        admitted = run.busiest(name, CONTENTION_WINDOW, admitted_only=True)
+        burst = run.busiest(name, CONTENTION_WINDOW / 2)
         wall = max(child["finished"] for child in children) - run.go
         records = sum(int(child["records"]) for child in children)
         exact = not any(line.startswith(f"{name} ") for line in run.mismatches)
         value = (
             f"{limited} answered 429 of {run.stats[name]['requests']} requests; sent at up to "
-            f"{burst * 2}/min (most in any 30 s: {burst}); at most {admitted} admitted within "
-            f"60 s (limit {CONTENTION_RPM}); {fmt_int(records)} records in {wall:.1f} s"
+            f"{burst * 2} per {CONTENTION_WINDOW:g} s (most in any {CONTENTION_WINDOW / 2:g} s: "
+            f"{burst}); at most {admitted} admitted within {CONTENTION_WINDOW:g} s (limit "
+            f"{CONTENTION_LIMIT}); {fmt_int(records)} records in {wall:.1f} s"
             f"{'' if exact else ' (records NOT exact)'}"
         )
         figure = (
-            f"1 tenant ({CONTENTION_RPM} requests/min), 2 processes at once (the two halves of "
+            f"1 tenant ({CONTENTION_LIMIT} requests in any {CONTENTION_WINDOW:g} s: "
+            f"{CONTENTION_LIMIT}/min scaled {60 / CONTENTION_WINDOW:g}x in time), 2 processes at "
+            "once (the two halves of "
             f"{PERIOD}, {fmt_int(CONTENTION_RECORDS)} records): {label}"
         )
         if name == "same-shared":
             result.row(
                 figure,
                 value,
-                f"no 429, <= {CONTENTION_RPM} sent within any 60 s, records exact",
-                limited == 0 and run.busiest(name, RATE_WINDOW) <= CONTENTION_RPM and exact,
+                f"no 429, <= {CONTENTION_LIMIT} sent within any {CONTENTION_WINDOW:g} s, records "
+                "exact",
+                limited == 0 and run.busiest(name, CONTENTION_WINDOW) <= CONTENTION_LIMIT and exact,
             )
         else:
             result.row(figure, value, "(what it prevents: 429s, twice the rate)", None)
@@ -911,7 +934,11 @@ def _data(rounds: dict[int, Round], contention: Round) -> dict[str, Any]:
                 "exact": run.exact,
             }
         )
-    same: dict[str, Any] = {"limit_per_minute": CONTENTION_RPM}
+    same: dict[str, Any] = {
+        "limit": CONTENTION_LIMIT,
+        "window_seconds": CONTENTION_WINDOW,
+        "rpm": CONTENTION_RPM,
+    }
     for name in ("same-own", "same-shared"):
         answers = sorted(
             (round(t - contention.go, 2), status)
@@ -922,8 +949,10 @@ def _data(rounds: dict[int, Round], contention: Round) -> dict[str, Any]:
         same[name] = {
             "answers_429": contention.status(429, name),
             "requests": contention.stats[name]["requests"],
-            "most_sent_in_60s": contention.busiest(name, RATE_WINDOW),
-            "most_admitted_in_60s": contention.busiest(name, RATE_WINDOW, admitted_only=True),
+            "most_sent_in_window": contention.busiest(name, CONTENTION_WINDOW),
+            "most_admitted_in_window": contention.busiest(
+                name, CONTENTION_WINDOW, admitted_only=True
+            ),
             "wall_seconds": round(
                 max(c["finished"] for c in contention.done if c["tenant"] == name) - contention.go,
                 2,
@@ -978,8 +1007,8 @@ NOTES = [
     "Speed-up = records/min / records/min of 1 tenant in the same run; efficiency = speed-up / "
     "tenants. 'Records exact' = every tenant's partitions hold its sandbox generator's count on "
     "every day. 429s and requests are the sandboxes' own counters.",
-    "A tenant's 'requests' = its start to its last answer (paced: 40 slots 0.505 s apart take "
-    "19.7 s); 'commit' = its last answer to its end (spool read, files, manifests), split by "
+    "A tenant's 'requests' = its start to its last answer (paced: 40 slots 0.2525 s apart take "
+    "9.8 s); 'commit' = its last answer to its end (spool read, files, manifests), split by "
     "the scheduler's own counters of its main thread (/proc/self/schedstat) into time on a "
     "CPU, time runnable but waiting for a CPU, and the rest (blocked: the disk, the dataset "
     "lock). Cores: CPU seconds over the wall time of the fleet (extraction processes, "
@@ -989,7 +1018,9 @@ NOTES = [
     "Same tenant: two processes extract the two halves of the month from one tenant at once, once "
     "each pacing itself at the tenant's rate (RequestPacer, what every process did before the "
     "shared budget) and once through the shared budget; both pairs run at the same time on two "
-    "identical sandboxes. 'Admitted within 60 s' counts 200 answers by the clients' clocks.",
+    "identical sandboxes, whose rate window is 15 s instead of 60 (60 requests in any 15 s, "
+    "bench.scaled_sandbox: 60/min scaled 4x in time; the clients pace at 240/min). 'Admitted "
+    "within 15 s' counts 200 answers by the clients' clocks.",
 ]
 
 
@@ -1076,7 +1107,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     left.grid(alpha=0.3)
 
     same = data["same_tenant"]
-    limit = same["limit_per_minute"]
+    limit = same["rpm"]
     for name, label, style in (
         ("same-own", "each process pacing itself", "--"),
         ("same-shared", "shared budget (Redis)", "-"),
@@ -1099,7 +1130,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
             )
     end = max(t for name in ("same-own", "same-shared") for t, _ in same[name]["answers"])
     right.plot(
-        [0, end], [0, end * limit / 60], color="grey", linewidth=0.8, label=f"limit {limit}/min"
+        [0, end],
+        [0, end * limit / 60],
+        color="grey",
+        linewidth=0.8,
+        label=f"limit {same['limit']} per {same['window_seconds']:g} s",
     )
     right.set_xlabel("seconds since the start")
     right.set_ylabel("cumulative admitted requests, both processes")

@@ -165,10 +165,12 @@ def plot(results: list[ScenarioResult], path: Path) -> bool:
     by_name = {result.name: result for result in results}
     memory = next((r for name, r in by_name.items() if name.startswith("4.")), None)
     pacing = next((r for name, r in by_name.items() if name.startswith("2.")), None)
+    peers = next((r for name, r in by_name.items() if name.startswith("3.")), None)
     tables = next((r for name, r in by_name.items() if name.startswith("6.")), None)
     panels: list[tuple[Any, Any]] = [
         (draw, result)
         for draw, result in (
+            (_plot_peers, peers),
             (_plot_memory, memory),
             (_plot_pacing, pacing),
             (_plot_tables, tables),
@@ -176,6 +178,8 @@ def plot(results: list[ScenarioResult], path: Path) -> bool:
         if result is not None
         and result.data
         and (draw is not _plot_tables or result.data.get("ratios"))
+        and (draw is not _plot_peers or result.data.get("table"))
+        and (draw is not _plot_pacing or result.data.get("runs"))
     ]
     if not panels:
         return False
@@ -210,37 +214,41 @@ def _plot_memory(left: Any, memory: ScenarioResult) -> None:
     left.grid(alpha=0.3)
 
 
-def _plot_pacing(right: Any, pacing: ScenarioResult) -> None:
-    data = pacing.data
-    limit = data["limit_per_minute"]
-    for name, style in (("paced", "-"), ("unpaced", "--")):
-        points = data[f"timeline_{name}"]
-        line = right.plot(
-            [p[0] for p in points], [p[1] for p in points], style, label=f"{name}: 200 answers"
-        )
-        limited = data["answers_429"][name]
-        if limited:
-            right.plot(
-                [p[0] for p in limited],
-                [p[1] for p in limited],
-                "x",
-                color=line[0].get_color(),
-                markersize=9,
-                label=f"{name}: 429 answers ({len(limited)})",
-            )
-    end = max(p[0] for p in data["timeline_paced"] + data["timeline_unpaced"])
-    right.plot(
-        [0, end],
-        [0, end * limit / 60],
-        color="grey",
-        linewidth=0.8,
-        label=f"limit: {limit} requests/min",
+def _plot_peers(axis: Any, peers: ScenarioResult) -> None:
+    table = peers.data["table"]
+    names = [name for name in table if name not in ("raw", "operator_parquet")]
+    width = 0.38
+    for offset, place in ((-width / 2, "disk"), (width / 2, "shm")):
+        values = [table[name][place]["records_per_second"] for name in names]
+        axis.bar([i + offset for i in range(len(names))], values, width, label=place)
+    axis.set_xticks(range(len(names)), [name.replace("_", "\n") for name in names])
+    axis.set_ylabel("records/s (best round)")
+    axis.set_title(f"Peers, no limit: {peers.data['records']:,} records, 182 daily partitions")
+    axis.legend(loc="upper right")
+    axis.grid(alpha=0.3, axis="y")
+
+
+def _plot_pacing(axis: Any, pacing: ScenarioResult) -> None:
+    runs = pacing.data["runs"]
+    names = list(runs)
+    ideal = pacing.data["ideal_requests"]
+    axis.bar(
+        range(len(names)),
+        [runs[n]["requests"] - ideal for n in names],
+        0.38,
+        label="requests beyond the ideal",
     )
-    right.set_xlabel("seconds since the operator run started")
-    right.set_ylabel("cumulative successful requests")
-    right.set_title(f"Pacing: sandbox limit {limit} requests/min (sliding 60 s window)")
-    right.legend(loc="lower right")
-    right.grid(alpha=0.3)
+    axis.bar(
+        [i + 0.38 for i in range(len(names))],
+        [runs[n]["limited"] for n in names],
+        0.38,
+        label="429 answers",
+    )
+    axis.set_xticks([i + 0.19 for i in range(len(names))], [n.replace("_", "\n") for n in names])
+    limit = pacing.data["limit"]
+    axis.set_title(f"Rate limit {limit['burst']} per {limit['window_seconds']:g} s: {ideal} pages")
+    axis.legend(loc="upper left")
+    axis.grid(alpha=0.3, axis="y")
 
 
 def _plot_tables(axis: Any, tables: ScenarioResult) -> None:

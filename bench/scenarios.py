@@ -10,23 +10,15 @@ same run.
 from __future__ import annotations
 
 import json
-import os
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from bench.baseline import LoopRun, fetch_only, plain_export
 from bench.common import (
     LUCCA_REQUESTS_PER_MINUTE,
-    PAGE_SIZE,
     ROOT,
-    SYSTEM_TMP,
     BenchSandbox,
     OperatorRun,
     ScenarioResult,
@@ -65,161 +57,6 @@ def _downsample(points: list[Any], limit: int = 300) -> list[Any]:
         return points
     step = len(points) / limit
     return [points[int(i * step)] for i in range(limit)] + [points[-1]]
-
-
-# --------------------------------------------------------------------------- 3. CPU throughput
-
-
-def throughput(main: MainBench, rounds: int = 6) -> ScenarioResult:
-    """Records/s from the sandbox to local .jsonl.gz through the operator, vs a plain loop.
-
-    The three loops run in rotating order, ``rounds`` times, so each sees the same mix of machine
-    load: other jobs on this 2-core machine change absolute speeds by 2x within minutes.
-    """
-    result = ScenarioResult("3. CPU throughput (no limit)")
-    sandbox = main.sandbox
-    start, end = YEAR_START, YEAR_END
-    expected = window_count(main.counts, start, end)
-    with scratch_dir("warmup") as out:
-        # The first ObjectStoragePath imports every filesystem provider (boto3...): a one-off
-        # cost of a process, not of records, paid here rather than inside the first measurement.
-        run_operator(main.conn, (out / "lake").as_uri(), start=start, end=start + timedelta(1))
-        plain_export(sandbox.url, start, start + timedelta(1), out / "warm.jsonl.gz")
-
-    raw_runs: list[LoopRun] = []
-    base_runs: list[LoopRun] = []
-    op_runs: list[OperatorRun] = []
-    sandbox_busy: list[float] = []
-    ratios: list[float] = []
-
-    def raw() -> None:
-        raw_runs.append(fetch_only(sandbox.url, start, end))
-
-    def base() -> None:
-        with scratch_dir("baseline") as out:
-            base_runs.append(plain_export(sandbox.url, start, end, out / "all.jsonl.gz"))
-
-    def operator() -> None:
-        with scratch_dir("operator") as out:
-            cpu = sandbox.cpu_seconds()
-            run = run_operator(main.conn, (out / "lake").as_uri(), start=start, end=end)
-            served = sandbox.cpu_seconds() - cpu
-            sandbox_busy.append(served / run.wall)
-            op_runs.append(run)
-
-    order: list[Callable[[], None]] = [raw, base, operator]
-    fs_probes: list[float] = []
-    for index in range(rounds):
-        for step in order[index % 3 :] + order[: index % 3]:
-            step()
-        ratios.append(op_runs[-1].records_per_second / base_runs[-1].records_per_second)
-        if index % 2 == 0:
-            fs_probes.append(filesystem_probe(365))
-
-    parquet_runs: list[OperatorRun] = []
-    parquet_ratios: list[float] = []
-    for _ in range(2):
-        base()
-        with scratch_dir("parquet") as out:
-            parquet_runs.append(
-                run_operator(
-                    main.conn, (out / "lake").as_uri(), start=start, end=end, file_format="parquet"
-                )
-            )
-        parquet_ratios.append(
-            parquet_runs[-1].records_per_second / base_runs[-1].records_per_second
-        )
-
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
-
-    # Best of N (as timeit does): other jobs on the machine only ever add time, so the fastest
-    # run of each loop is the best estimate of what the code costs. The paired ratios of each
-    # round are shown next to it.
-    raw_rps = max(r.records_per_second for r in raw_runs)
-    base_rps = max(r.records_per_second for r in base_runs)
-    op_rps = max(r.records_per_second for r in op_runs)
-    parquet_rps = max(r.records_per_second for r in parquet_runs)
-    ratio = op_rps / base_rps
-    exact = all(r.records == expected for r in op_runs + parquet_runs) and all(
-        r.records == expected for r in base_runs + raw_runs
-    )
-    op_cpu_us = min(r.cpu / r.records * 1e6 for r in op_runs)
-    base_cpu_us = min(r.cpu / r.records * 1e6 for r in base_runs)
-    busy = med(sandbox_busy)
-    label = f"{fmt_int(expected)} records, 365 daily partitions, best of {rounds}"
-    result.row("raw fetch loop, no parsing (sandbox ceiling)", f"{fmt_int(raw_rps)} records/s")
-    result.row("plain baseline loop (requests + one .jsonl.gz)", f"{fmt_int(base_rps)} records/s")
-    result.row(
-        f"operator, jsonl ({label})",
-        f"{fmt_int(op_rps)} records/s = {ratio:.2f}x baseline (paired rounds: "
-        f"{', '.join(f'{r:.2f}' for r in ratios)}; median {med(ratios):.2f})",
-        ">= 0.80x baseline",
-        ratio >= 0.8 and exact,
-    )
-    result.row(
-        "operator, parquet",
-        f"{fmt_int(parquet_rps)} records/s = {parquet_rps / base_rps:.2f}x baseline (paired: "
-        f"{', '.join(f'{r:.2f}' for r in parquet_ratios)})",
-    )
-    result.row(
-        "client CPU per record, operator jsonl vs baseline",
-        f"{op_cpu_us:.1f} us vs {base_cpu_us:.1f} us ({op_cpu_us / base_cpu_us:.2f}x)",
-    )
-    fs_floor = min(fs_probes)
-    system_tmp = filesystem_probe(365, SYSTEM_TMP)
-    best_op = min(r.wall for r in op_runs)
-    result.row(
-        "file-system floor: inode creations of 365 daily partitions (staged part, directory, "
-        "part, manifest)",
-        f"{fs_floor:.3f} s in the scratch dir ({tempfile.gettempdir()}) = "
-        f"{fs_floor / best_op * 100:.0f}% of the operator's best run; {system_tmp:.2f} s on "
-        f"this VM's disk ({SYSTEM_TMP}) (the baseline creates one file)",
-    )
-    result.row(
-        "sandbox not the bottleneck",
-        f"raw loop {raw_rps / op_rps:.1f}x the operator; sandbox CPU busy {busy * 100:.0f}% "
-        "of the operator's wall time",
-        "sandbox faster than the client",
-        raw_rps > op_rps,
-    )
-    result.data = {
-        "records": expected,
-        "raw_fetch": [r.__dict__ for r in raw_runs],
-        "baseline": [r.__dict__ for r in base_runs],
-        "operator_jsonl": [_run_figures(r) for r in op_runs],
-        "operator_parquet": [_run_figures(r) for r in parquet_runs],
-        "ratios_jsonl": ratios,
-        "ratios_parquet": parquet_ratios,
-        "sandbox_busy_fraction": sandbox_busy,
-        "filesystem_probe_seconds": fs_probes,
-        "filesystem_probe_system_tmp_seconds": system_tmp,
-        "system_tmp": SYSTEM_TMP,
-        "records_exact": exact,
-    }
-    return result
-
-
-def filesystem_probe(partitions: int, base: str | None = None) -> float:
-    """Seconds this machine takes for the file creations of ``partitions`` daily partitions.
-
-    Per day the operator stages a local part, then the commit makes the partition directory,
-    writes the part and a manifest through a temporary name and a rename. Creating a file costs
-    0.02 to 1 ms of system time on this VM's disk, 10-100x more than in RAM (see
-    ``use_scratch_root``): measured in both places, next to the runs, so the table shows what the
-    disk would do to the operator's ratio.
-    """
-    block = b"x" * 8192
-    with scratch_dir("fsprobe", base) as root:
-        began = time.perf_counter()
-        for index in range(partitions):
-            (root / f"stage-{index}").write_bytes(block)
-            directory = root / f"session_end_on={index}"
-            directory.mkdir()
-            (directory / "part-00000.jsonl.gz").write_bytes(block)
-            (directory / "._manifest.json.tmp").write_bytes(b"{}")
-            os.replace(directory / "._manifest.json.tmp", directory / "_manifest.json")
-        return time.perf_counter() - began
 
 
 def _run_figures(run: OperatorRun) -> dict[str, Any]:
@@ -386,135 +223,6 @@ def efficiency(main: MainBench, small: BenchSandbox, small_conn: str) -> Scenari
     return result
 
 
-# --------------------------------------------------------------------------- 2. pacing
-
-
-PACING_LIMIT = 600
-PACING_WINDOW = (date(2025, 1, 1), date(2025, 8, 27))
-
-
-def pacing(main: MainBench) -> ScenarioResult:
-    """The sandbox enforces 600 requests/min (Lucca's 50, scaled 12x to fit the benchmark).
-
-    The window needs ~650 requests, more than one minute's budget, so the sliding window has to
-    roll: a client that bursts meets 429s, a paced one must not. Paced: the connection's
-    requests_per_minute is the limit; unpaced: 0, relying on Retry-After.
-    """
-    result = ScenarioResult("2. Pacing at the rate limit")
-    sandbox = main.sandbox
-    start, end = PACING_WINDOW
-    expected = window_count(main.counts, start, end)
-    ideal = ideal_requests(expected)
-    paced_conn = sandbox.connection("lucca_paced", PACING_LIMIT)
-    runs: dict[str, tuple[OperatorRun, dict[str, Any]]] = {}
-    sandbox.configure(requests_per_minute=PACING_LIMIT)
-    try:
-        for name, conn in (("paced", paced_conn), ("unpaced", main.conn)):
-            sandbox.reset_stats()  # also empties the sandbox's 60 s window
-            with scratch_dir(f"pacing-{name}") as out:
-                run = run_operator(
-                    conn, (out / "lake").as_uri(), start=start, end=end, timeline=True
-                )
-            runs[name] = (run, sandbox.stats())
-    finally:
-        sandbox.configure(requests_per_minute=0)
-
-    paced, paced_stats = runs["paced"]
-    unpaced, unpaced_stats = runs["unpaced"]
-    floor = paced.requests / PACING_LIMIT * 60.0
-    stream = paced.timeline[-1][0] if paced.timeline else paced.wall
-    over = paced.wall / floor - 1
-    paced_429 = _status_count(paced_stats, 429)
-    result.row(
-        f"paced at {PACING_LIMIT}/min: wall vs requests/limit ({paced.requests} requests, "
-        f"{fmt_int(paced.records)} records)",
-        f"{paced.wall:.1f} s vs {floor:.1f} s: {pct(over)} (request stream alone "
-        f"{pct(stream / floor - 1)})",
-        "within +5%",
-        abs(over) <= 0.05,
-    )
-    result.row(
-        "paced: 429 answers",
-        f"{paced_429}",
-        "0",
-        paced_429 == 0 and paced.records == expected and paced.requests == ideal,
-    )
-    unpaced_429 = _status_count(unpaced_stats, 429)
-    result.row(
-        "unpaced against the same limit: 429s honoured",
-        f"{unpaced_429} x 429, {unpaced.summary['retries']} "
-        f"retr{'y' if unpaced.summary['retries'] == 1 else 'ies'}, "
-        f"{unpaced.retry_wait:.0f} s waited on Retry-After; records exact: "
-        f"{'yes' if unpaced.records == expected else 'NO'}",
-        "no failure, records exact",
-        unpaced.records == expected and unpaced.requests == ideal + unpaced_429,
-    )
-    result.row(
-        "unpaced vs paced, wall time",
-        f"{unpaced.wall:.1f} s vs {paced.wall:.1f} s ({unpaced.wall / paced.wall:.2f}x); "
-        f"its first {PACING_LIMIT} requests went in {_burst_seconds(unpaced):.1f} s",
-    )
-    physical = PACING_LIMIT * PAGE_SIZE / 60.0
-    achieved = paced.records / paced.wall
-    result.row(
-        "paced throughput vs the physical limit (limit x 100 records)",
-        f"{fmt_int(achieved * 60)} vs {fmt_int(physical * 60)} records/min: "
-        f"loss {pct(achieved / physical - 1)} (1% safety margin, last page "
-        f"{paced.records % PAGE_SIZE or PAGE_SIZE}/100 full, staging after the stream)",
-    )
-    scale = PACING_LIMIT / LUCCA_REQUESTS_PER_MINUTE
-    post = paced.wall - stream
-    projected = paced.requests / LUCCA_REQUESTS_PER_MINUTE * 60 * 1.01 + post
-    ideal_time = expected / (LUCCA_REQUESTS_PER_MINUTE * PAGE_SIZE) * 60
-    result.row(
-        f"same extraction at Lucca's {LUCCA_REQUESTS_PER_MINUTE}/min (projected, x{scale:.0f})",
-        f"{projected / 60:.1f} min vs {ideal_time / 60:.1f} min at 5,000 records/min "
-        f"({pct(projected / ideal_time - 1)})",
-    )
-    result.data = {
-        "limit_per_minute": PACING_LIMIT,
-        "window": [start.isoformat(), end.isoformat()],
-        "records_expected": expected,
-        "ideal_requests": ideal,
-        "paced": {**_run_figures(paced), "sandbox": paced_stats, "floor_seconds": floor},
-        "unpaced": {**_run_figures(unpaced), "sandbox": unpaced_stats},
-        "timeline_paced": _downsample(_cumulative(paced.timeline)),
-        "timeline_unpaced": _downsample(_cumulative(unpaced.timeline)),
-        "answers_429": {"paced": _limited(paced.timeline), "unpaced": _limited(unpaced.timeline)},
-    }
-    return result
-
-
-def _cumulative(timeline: list[tuple[float, int]]) -> list[tuple[float, int, int]]:
-    """(seconds, successful answers so far, 429s so far) after each answer."""
-    ok = limited = 0
-    points = []
-    for seconds, status in timeline:
-        if status == 429:
-            limited += 1
-        elif 200 <= status < 300:
-            ok += 1
-        points.append((round(seconds, 3), ok, limited))
-    return points
-
-
-def _limited(timeline: list[tuple[float, int]]) -> list[tuple[float, int]]:
-    """(seconds, successful answers so far) at each 429, for the plot's markers."""
-    ok = 0
-    points = []
-    for seconds, status in timeline:
-        if status == 429:
-            points.append((round(seconds, 3), ok))
-        elif 200 <= status < 300:
-            ok += 1
-    return _downsample(points)
-
-
-def _burst_seconds(run: OperatorRun) -> float:
-    ok = [seconds for seconds, status in run.timeline if 200 <= status < 300]
-    return ok[PACING_LIMIT - 1] if len(ok) >= PACING_LIMIT else float("nan")
-
-
 # --------------------------------------------------------------------------- 5. faults
 
 
@@ -586,11 +294,11 @@ def faults(main: MainBench) -> ScenarioResult:
 # --------------------------------------------------------------------------- 4. memory
 
 
-MEMORY_SIZES = (10_000, 500_000)
+MEMORY_SIZES = (10_000, 200_000)
 
 
 def memory() -> ScenarioResult:
-    """Peak RSS of a whole-year operator run with 10,000 and 500,000 records, fresh processes.
+    """Peak RSS of a whole-year operator run with 10,000 and 200,000 records, fresh processes.
 
     Each size gets its own sandbox process and its own interpreter for the operator, run one
     after the other so they do not compete.
@@ -624,7 +332,7 @@ def memory() -> ScenarioResult:
         )
     exact = all(children[size]["records"] == size for size in MEMORY_SIZES)
     result.row(
-        "peak RSS difference, 500,000 - 10,000 records",
+        f"peak RSS difference, {fmt_int(MEMORY_SIZES[1])} - {fmt_int(MEMORY_SIZES[0])} records",
         f"{difference:+.1f} MB",
         "< 50 MB",
         difference < 50 and exact,
