@@ -146,7 +146,10 @@ class LuccaHook(BaseHook):
         account as its requests; never raises."""
         from airflow_provider_lucca.hooks.stats import report_run
 
-        report_run(self.metrics, summary)
+        try:
+            report_run(self.metrics, summary)
+        except Exception as exc:  # the run has committed: its metrics are not worth failing it
+            self.log.warning("Lucca metrics of the run not sent (%s: %s)", type(exc).__name__, exc)
 
     def close(self) -> None:
         """Close the HTTP session, if one was opened (workers run many tasks per process)."""
