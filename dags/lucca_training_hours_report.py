@@ -50,24 +50,37 @@ def derive(summary: ExtractionSummary) -> DerivedReports:
     """Training hours per employee and month, for every month the extraction touched.
 
     A month is recomputed whole from its committed days, so the report of a month stays right when
-    a later run (or its lookback) refreshes some of its days. Derives run side by side (other
-    tenants, overlapping runs): after writing a month, a derive checks that the month's data is
-    still what it read, and computes it again if not. So the last report written of a month is
-    always computed from its latest data: a commit after the check is followed by its own derive,
-    which writes later.
+    a later run (or its lookback) refreshes some of its days (:func:`refresh_month_reports`).
     """
     label = tenant_label(summary)
     label_task(label)
     tenant = summary["tenant"]
-    table = summary["file_format"] in TABLE_FORMATS
+    months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
+    written = refresh_month_reports(summary["file_format"], summary["output_path"], tenant, months)
+    print("Reports:", *written, sep="\n  ")
+    return {"tenant": label, "reports": written}
+
+
+def refresh_month_reports(
+    file_format: str, dataset: str, tenant: str | None, months: Iterable[date]
+) -> list[str]:
+    """Compute the reports of ``months`` again, each whole from its committed days; return the
+    files written. ``dataset`` is the files' dataset (a tenant's ``tenant=<name>/`` directory);
+    a table's reports go under ``LUCCA_OUTPUT_PATH`` instead.
+
+    Derives run side by side (other tenants, overlapping runs): after writing a month, the
+    month's data is checked to be still what was read, and computed again if not. So the last
+    report written of a month is always computed from its latest data: a commit after the check
+    is followed by its own refresh, which writes later.
+    """
+    table = file_format in TABLE_FORMATS
     # A table's summary names the table, not a path: its reports go under LUCCA_OUTPUT_PATH, in
     # _reports/ (for Delta, the table's root, where a name starting with _ is not the table's:
     # its vacuum leaves it), in a tenant=<name>/ directory there for a table of several tenants.
-    base = ObjectStoragePath(storage_url(OUTPUT_PATH) if table else summary["output_path"])
+    base = ObjectStoragePath(storage_url(OUTPUT_PATH) if table else dataset)
     reports = base / REPORT_DIR
     if table and tenant is not None:
         reports = reports / f"{TENANT_DIR_PREFIX}{tenant}"
-    months = sorted({date.fromisoformat(day).replace(day=1) for day in summary["partitions"]})
     written = []
     for month in months:
         path = reports / f"month={month:%Y-%m}.csv"
@@ -90,8 +103,7 @@ def derive(summary: ExtractionSummary) -> DerivedReports:
                 "run derive again."
             )
         written.append(str(path))
-    print("Reports:", *written, sep="\n  ")
-    return {"tenant": label, "reports": written}
+    return written
 
 
 #: Reads of a month that commits of other runs may overtake before derive gives up.

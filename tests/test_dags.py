@@ -48,6 +48,7 @@ def test_every_dag_imports_without_errors(dagbag: DagBag) -> None:
         "lucca_realized_trainings_history",
         "lucca_realized_trainings_maintenance",
         "lucca_realized_trainings_reconcile",
+        "lucca_training_hours_refresh",
     }
 
 
@@ -120,6 +121,39 @@ def test_maintenance_dag_sweeps_the_dataset_weekly_in_the_pool(dagbag: DagBag) -
     assert sweep.output_path == daily.output_path
 
 
+def test_refresh_dag_is_scheduled_on_the_dataset_the_extracts_update(dagbag: DagBag) -> None:
+    dag = dagbag.dags["lucca_training_hours_refresh"]
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assets = dag.timetable.asset_condition.objects
+    extract = dagbag.dags["lucca_realized_trainings_daily"].get_task("tenant.extract")
+    # The very Asset the extracts and reconciliations have as outlet: name and URI.
+    assert [(asset.name, asset.uri) for asset in assets] == [
+        (outlet.name, outlet.uri) for outlet in extract.outlets
+    ]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert set(dag.task_ids) == {"refresh"}
+    assert dag.get_task("refresh").pool == "default_pool"  # no request to Lucca
+
+
+def test_the_refresh_takes_the_months_each_tenant_touched(settings: Callable[..., None]) -> None:
+    settings()
+    from lucca_training_hours_refresh import touched_months
+
+    month = {"days": 1, "records": 3}
+    extras: list[dict[str, Any]] = [
+        {"tenant": None, "file_format": "jsonl", "months": {"2025-05": month, "2025-06": month}},
+        {"tenant": "acme", "file_format": "jsonl", "months": {"2025-06": month}},
+        {"tenant": None, "file_format": "jsonl", "changed_days": [], "months": {}},  # nothing
+        {"note": "an event created by hand, without what changed"},
+    ]
+    assert touched_months(extras) == {
+        (None, "jsonl"): {"2025-05", "2025-06"},
+        ("acme", "jsonl"): {"2025-06"},
+    }
+    assert touched_months(extras[2:]) == {}  # the run is skipped
+
+
 # -- LUCCA_FILE_FORMAT: the format and the target of the extracts, read when the DAGs are parsed
 
 #: The DAGs with an extract task.
@@ -128,6 +162,7 @@ DAG_IDS = (
     *EXTRACT_DAGS,
     "lucca_realized_trainings_maintenance",
     "lucca_realized_trainings_reconcile",
+    "lucca_training_hours_refresh",
 )
 
 

@@ -117,16 +117,51 @@ def is_retryable(error: LuccaError) -> bool:
     return True  # not a LuccaError subclass: unreachable with the annotation
 
 
+class LuccaFailure(AirflowFailException):
+    """An error that fails the task at once. Each one raised is also of its Lucca error's class
+    (``except LuccaAuthError`` still catches it, with its ``status`` and ``path``), and has that
+    error chained as its cause."""
+
+
+_FAILURE_CLASSES: dict[type[LuccaError], type[LuccaFailure]] = {}
+
+
+def fail_at_once(error: LuccaError) -> LuccaFailure:
+    """``error`` as an ``AirflowFailException`` of its own class (e.g. ``LuccaAuthErrorNotRetried``,
+    both a ``LuccaFailure`` and a ``LuccaAuthError``), its message prefixed with its type."""
+    kind = type(error)
+    failure = Exception.__new__(_failure_class(kind))
+    Exception.__init__(failure, f"{kind.__name__}: {error} (not retried)")
+    failure.__dict__.update(error.__dict__)
+    return failure
+
+
+def _failure_class(kind: type[LuccaError]) -> type[LuccaFailure]:
+    """The ``LuccaFailure`` class of ``kind``, a module attribute (so it pickles by name)."""
+    cls = _FAILURE_CLASSES.get(kind)
+    if cls is None:
+        name = f"{kind.__name__}NotRetried"
+        cls = type(name, (LuccaFailure, kind), {"__module__": __name__, "__qualname__": name})
+        _FAILURE_CLASSES[kind] = cls
+        globals()[name] = cls
+    return cls
+
+
+for _kind, _retryable in ERROR_RETRYABLE.items():
+    if not _retryable:
+        _failure_class(_kind)
+
+
 @contextmanager
 def failing_at_once_when_permanent() -> Iterator[None]:
-    """Turn an error that another attempt would get again into ``AirflowFailException`` (no
-    task retry); the typed error stays chained as its cause, its message in the task's."""
+    """Turn an error that another attempt would get again into an ``AirflowFailException`` (no
+    task retry): see :func:`fail_at_once`. Retryable ones go to Airflow's retries unchanged."""
     try:
         yield
     except LuccaError as exc:
-        if is_retryable(exc):
+        if is_retryable(exc) or isinstance(exc, LuccaFailure):
             raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried)") from exc
+        raise fail_at_once(exc) from exc
 
 
 #: Files with manifests, then the open table formats.
@@ -308,12 +343,14 @@ class RealizedTrainingsOperator(LineageMixin, BaseOperator):
         uri = self._check_target(
             self.file_format, self.output_path, self.iceberg_table, self.iceberg_conn_id
         )
-        if uri is None:  # unreachable once rendered
+        # A context built by hand (``execute({...})`` outside a task run) has no outlet events.
+        events = context.get("outlet_events")
+        if uri is None or events is None:
             return
         mine = Asset(uri).uri  # normalised as Airflow normalises an outlet's URI
         for outlet in self.outlets:
             if isinstance(outlet, Asset) and outlet.uri == mine:
-                context["outlet_events"][outlet].extra.update(extra)
+                events[outlet].extra.update(extra)
 
     def _extract(self, context: Context) -> ExtractionSummary:
         self._check_target(
