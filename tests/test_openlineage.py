@@ -281,6 +281,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, moto_s3: str) -> Runs:
                 "operator": "reconcile",
                 "kwargs": {"output_path": (root / "reconciled").as_uri(), **WINDOW},
             },
+            {
+                "dag_id": "ol_reconcile_delta",
+                "operator": "reconcile",
+                "kwargs": {"output_path": str(root / "delta"), "file_format": "delta", **WINDOW},
+            },
         ]
         env = child_env(root) | {
             "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
@@ -535,6 +540,28 @@ def test_a_reconciliation_reports_what_it_rewrote(runs: Runs) -> None:
         for entry in manifest["files"]:
             assert on_disk[entry["name"]] == entry["bytes"]
     assert summary["records_rewritten"] == sum(m["record_count"] for m in rewritten)
+
+
+@pytest.mark.slow
+def test_a_reconciliation_of_a_delta_table_reports_its_commits(runs: Runs) -> None:
+    from deltalake import DeltaTable
+
+    root = runs.root / "delta"
+    summary = runs.summary("ol_reconcile_delta")
+    assert summary["table_versions"], summary
+    before = set(DeltaTable(str(root), version=min(summary["table_versions"]) - 1).file_uris())
+    after = set(DeltaTable(str(root), version=max(summary["table_versions"])).file_uris())
+    added = after - before  # one commit per run of changed days: all the files they added
+    complete = runs.event("ol_reconcile_delta", "COMPLETE")
+    check_input(runs, complete)
+    output = dataset(complete["outputs"])
+    assert (output["namespace"], output["name"]) == ("file", str(root))
+    assert statistics(complete) == {
+        "rowCount": summary["records_rewritten"],
+        "size": sum(Path(uri.removeprefix("file://")).stat().st_size for uri in added),
+        "fileCount": len(added),
+    }
+    assert summary["records_rewritten"] == sum(len(read_parquet(uri)) for uri in added)
 
 
 @pytest.mark.slow
