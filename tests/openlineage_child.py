@@ -1,9 +1,11 @@
 """Child of tests/test_openlineage.py, copied into the DAGs folder of its own AIRFLOW_HOME
-(``dag.test()`` runs DAGs parsed from there): defines one DAG per entry of ``LUCCA_OL_RUNS`` (a JSON list of
-``{"dag_id", "operator": "extract" | "reconcile", "kwargs"}``, or ``{"mutate": {"url", "token",
-"body"}}`` to change the sandbox's data between two runs) and, run as a script, runs them in
-order with ``dag.test()``, the OpenLineage provider configured by the environment (a file
-transport); prints each run's state and its task's XCom as one JSON line."""
+(``dag.test()`` runs DAGs parsed from there).
+
+It defines one DAG per entry of ``LUCCA_OL_RUNS``, a JSON list of ``{"dag_id", "operator":
+"extract" | "reconcile", "kwargs"}`` (or ``{"mutate": {"url", "token", "body"}}`` to change the
+sandbox's data between two runs). Run as a script, it runs them in order with ``dag.test()``, the
+OpenLineage provider configured by the environment (a file transport), and prints each run's
+state and its task's XCom as one JSON line."""
 
 from __future__ import annotations
 
