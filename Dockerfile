@@ -7,11 +7,13 @@
 FROM apache/airflow:3.3.2-python3.11
 
 # The official image's way to add packages: pip as the `airflow` user, pinning the Airflow version of
-# the image so pip never up- or downgrades it, with Airflow's constraints for the other packages.
+# the image so pip never up- or downgrades it, with Airflow's constraints for the other packages
+# (README "Installing into your Airflow": the same command outside Docker).
 ARG AIRFLOW_CONSTRAINTS_URL=https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt
 
 USER airflow
-COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/src/airflow-provider-lucca/
+# LICENSE: the build puts it in the wheel's metadata (pyproject license-files).
+COPY --chown=airflow:0 pyproject.toml README.md LICENSE /opt/airflow/src/airflow-provider-lucca/
 COPY --chown=airflow:0 airflow_provider_lucca /opt/airflow/src/airflow-provider-lucca/airflow_provider_lucca
 COPY --chown=airflow:0 sandbox /opt/airflow/src/airflow-provider-lucca/sandbox
 WORKDIR /opt/airflow/src/airflow-provider-lucca

@@ -6,7 +6,7 @@ Kept import-light: Airflow reads :func:`get_provider_info` at start-up through t
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 CONN_TYPE = "lucca"
 
