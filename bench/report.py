@@ -11,7 +11,7 @@ import os
 import platform
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +223,10 @@ def _plot_peers(axis: Any, peers: ScenarioResult) -> None:
         axis.bar([i + offset for i in range(len(names))], values, width, label=place)
     axis.set_xticks(range(len(names)), [name.replace("_", "\n") for name in names])
     axis.set_ylabel("records/s (best round)")
-    axis.set_title(f"Peers, no limit: {peers.data['records']:,} records, 182 daily partitions")
+    days = (
+        date.fromisoformat(peers.data["window"][1]) - date.fromisoformat(peers.data["window"][0])
+    ).days
+    axis.set_title(f"Peers, no limit: {peers.data['records']:,} records, {days} daily partitions")
     axis.legend(loc="upper right")
     axis.grid(alpha=0.3, axis="y")
 

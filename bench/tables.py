@@ -3,10 +3,10 @@
 Every figure is a ratio to Parquet files (the typed files format with manifests) measured in the
 same run, or a difference between two runs of the same format:
 
-- throughput of a 182-day window into local tables vs Parquet files, best of interleaved rounds;
-- the commit of a 91-day window on S3 (moto, in a process of its own): seconds after the last
+- throughput of a 91-day window into local tables vs Parquet files, best of interleaved rounds;
+- the commit of a 31-day window on S3 (moto, in a process of its own): seconds after the last
   Lucca answer, and the object-store requests counted by the server, vs Parquet files;
-- peak RSS of whole-year runs of 10,000 and 200,000 records, fresh processes;
+- peak RSS of whole-year runs of 10,000 and 100,000 records, fresh processes;
 - the weekly maintenance (compaction, expiry, cleanup) after a week of daily runs with lookback.
 
 A format whose library is missing (the ``delta`` / ``iceberg`` extras), or a sink without
@@ -60,7 +60,7 @@ TABLE_FORMATS = ("delta", "iceberg")
 REFERENCE = "parquet"
 ICEBERG_TABLE = "lucca.realized_trainings"
 THROUGHPUT_ROUNDS = 2
-MEMORY_SIZES = (10_000, 200_000)
+MEMORY_SIZES = (10_000, 100_000)
 #: A week of the daily DAG as shipped (lookback 7): the table the weekly maintenance finds.
 MAINTENANCE_RUNS = 7
 MAINTENANCE_LOOKBACK = 7
@@ -70,10 +70,10 @@ MAINTENANCE_FIRST_DAY = date(2025, 6, 9)
 MAINTENANCE_RETENTION = timedelta(0)
 MAINTENANCE_FILE_AGE = timedelta(days=MAINTENANCE_RUNS + 1)
 S3_RECORDS = 10_000
-#: The S3 commit's window: a quarter (the commit's cost is per day; make bench stays short).
-S3_WINDOW = (date(2025, 1, 1), date(2025, 4, 2))
-#: The local throughput's window: half a year, 182 daily partitions.
-THROUGHPUT_WINDOW = (date(2025, 1, 1), date(2025, 7, 2))
+#: The S3 commit's window: a month (the commit's cost is per day; make bench stays short).
+S3_WINDOW = (date(2025, 1, 1), date(2025, 2, 1))
+#: The local throughput's window: a quarter, 91 daily partitions.
+THROUGHPUT_WINDOW = (date(2025, 1, 1), date(2025, 4, 2))
 S3_BUCKET = "lake"
 S3_CONN = "bench_s3"
 S3_COUNTS_PATH = "/_bench/requests"
@@ -239,7 +239,7 @@ def tables(main: MainBench, rounds: int = THROUGHPUT_ROUNDS) -> ScenarioResult:
 
 
 def _throughput(main: MainBench, formats: list[str], rounds: int, result: ScenarioResult) -> None:
-    """Records/s of :data:`THROUGHPUT_WINDOW` (182 days) into a new output of each format,
+    """Records/s of :data:`THROUGHPUT_WINDOW` (91 days) into a new output of each format,
     rotating the order every round so each format sees the same mix of machine load; best of
     ``rounds``."""
     names = [REFERENCE, *formats]
@@ -475,11 +475,11 @@ def _s3_run(server: CountingS3, target: Target, conn: str, expected: dict[date, 
 
 
 def _s3_commit(formats: list[str], result: ScenarioResult) -> None:
-    """:data:`S3_WINDOW` (91 days) to an empty prefix, then the same window again (a re-run
+    """:data:`S3_WINDOW` (31 days) to an empty prefix, then the same window again (a re-run
     replacing every day: the history DAG's case), per format, to moto S3 in its own process.
 
     A sandbox of its own with :data:`S3_RECORDS` records over the year: what the commit costs
-    is mostly per day (91 partitions), and a smaller stream keeps the scenario short.
+    is mostly per day (31 partitions), and a smaller stream keeps the scenario short.
     """
     names = [REFERENCE, *formats]
     expected = _nonzero(
