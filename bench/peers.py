@@ -72,6 +72,7 @@ class Worker:
             text=True,
         )
         self.rss_ready = 0
+        self._ready = False
 
     def _answer(self) -> dict[str, Any]:
         stdout: IO[str] | None = self.process.stdout
@@ -82,8 +83,12 @@ class Worker:
                 return answer
         raise RuntimeError(f"peer worker {self.peer} exited ({self.process.wait()})")
 
-    def ready(self) -> None:
-        self.rss_ready = int(self._answer()["rss"])
+    def ready(self) -> Worker:
+        """Wait for the worker's imports (once)."""
+        if not self._ready:
+            self.rss_ready = int(self._answer()["rss"])
+            self._ready = True
+        return self
 
     def run(self, **command: Any) -> dict[str, Any]:
         stdin = self.process.stdin
@@ -107,6 +112,24 @@ def start_workers(peers: tuple[str, ...]) -> dict[str, Worker]:
     for worker in workers.values():
         worker.ready()
     return workers
+
+
+class WorkerPool:
+    """The peers' workers, started at once when the benchmark starts, so that their imports
+    (Airflow's take seconds) overlap the sandbox's start instead of adding to the scenarios;
+    scenarios 3 and 2 use the same workers. ``fresh`` is an HttpOperator worker that runs nothing
+    before its one memory measurement."""
+
+    def __init__(self) -> None:
+        self.workers = {peer: Worker(peer) for peer in ("raw", *THROUGHPUT_PEERS)}
+        self.fresh = Worker("http_operator")
+
+    def get(self, *peers: str) -> dict[str, Worker]:
+        return {peer: self.workers[peer].ready() for peer in peers}
+
+    def close(self) -> None:
+        for worker in [*self.workers.values(), self.fresh]:
+            worker.close()
 
 
 @dataclass
@@ -235,12 +258,14 @@ def file_system(path: str) -> str:
 # --------------------------------------------------------------------------- 3. throughput
 
 
-def throughput(sandbox: BenchSandbox, counts: dict[date, int], scratch: Path) -> ScenarioResult:
+def throughput(
+    sandbox: BenchSandbox, counts: dict[date, int], scratch: Path, pool: WorkerPool
+) -> ScenarioResult:
     """Every peer extracts the same 91 days, unthrottled, on the disk and in /dev/shm."""
     result = ScenarioResult("3. Peers, CPU throughput (no limit)")
     truth = Truth(counts, *THROUGHPUT_WINDOW)
     where = places(scratch)
-    workers = start_workers(("raw", *THROUGHPUT_PEERS))
+    workers = pool.get("raw", *THROUGHPUT_PEERS)
     runs: list[PeerRun] = []
     parquet: list[PeerRun] = []
     try:
@@ -264,8 +289,6 @@ def throughput(sandbox: BenchSandbox, counts: dict[date, int], scratch: Path) ->
                 measure(workers["operator"], sandbox, truth, directory, place, format="parquet")
             )
     finally:
-        for worker in workers.values():
-            worker.close()
         for directory in where.values():
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -356,16 +379,15 @@ def throughput(sandbox: BenchSandbox, counts: dict[date, int], scratch: Path) ->
     return result
 
 
-def http_operator_memory(sandbox: BenchSandbox, counts: dict[date, int]) -> dict[str, Any]:
+def http_operator_memory(
+    sandbox: BenchSandbox, counts: dict[date, int], worker: Worker
+) -> dict[str, Any]:
     """HttpOperator's peak RSS for :data:`MEMORY_WINDOW`, in a fresh process."""
     directory = tempfile.mkdtemp(prefix="lucca-bench-httpmem-", dir=SYSTEM_TMP)
     try:
         truth = Truth(counts, *MEMORY_WINDOW)
-        worker = start_workers(("http_operator",))["http_operator"]
-        try:
-            run = measure(worker, sandbox, truth, directory, "disk")
-        finally:
-            worker.close()
+        run = measure(worker.ready(), sandbox, truth, directory, "disk")
+        worker.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return {
@@ -400,14 +422,14 @@ class ScaledSandbox(BenchSandbox):
         self.process = ScaledSandboxProcess(self.process.args, RATE_WINDOW_SECONDS)
 
 
-def rate_limited() -> ScenarioResult:
+def rate_limited(pool: WorkerPool) -> ScenarioResult:
     """The same window through every peer against the limit: requests, 429s, wall time."""
     result = ScenarioResult("2. Peers under the rate limit")
     start, last = RATE_DAYS
     counts = expected_counts(RATE_RECORDS, start, last)
     truth = Truth(counts, start, last + timedelta(days=1))
     ideal = ideal_requests(truth.total)
-    workers = start_workers(("operator", "hook", "loop", "dlt", "http_operator"))
+    workers = pool.get("operator", "hook", "loop", "dlt", "http_operator")
     directory = tempfile.mkdtemp(prefix="lucca-bench-rate-", dir=SYSTEM_TMP)
     runs: dict[str, PeerRun] = {}
     try:
@@ -420,8 +442,6 @@ def rate_limited() -> ScenarioResult:
                 )
                 runs[name] = run
     finally:
-        for worker in workers.values():
-            worker.close()
         shutil.rmtree(directory, ignore_errors=True)
 
     floor = (ideal - RATE_BURST) * RATE_WINDOW_SECONDS / RATE_BURST if ideal > RATE_BURST else 0
@@ -485,11 +505,13 @@ def rate_limited() -> ScenarioResult:
     return result
 
 
-def scenario_3(sandbox: BenchSandbox, counts: dict[date, int], scratch: Path) -> ScenarioResult:
+def scenario_3(
+    sandbox: BenchSandbox, counts: dict[date, int], scratch: Path, pool: WorkerPool
+) -> ScenarioResult:
     """Scenario 3: :func:`throughput`, then HttpOperator's peak RSS for a small window in a fresh
     process, beside its worker's peak over the throughput's runs (all of the large window)."""
-    result = throughput(sandbox, counts, scratch)
-    small = http_operator_memory(sandbox, counts)
+    result = throughput(sandbox, counts, scratch, pool)
+    small = http_operator_memory(sandbox, counts, pool.fresh)
     table = result.data["table"]["http_operator"]
     large_mb = max(table[place]["peak_rss_mb"] for place in ("disk", "shm"))
     large_records = result.data["records"]

@@ -120,32 +120,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {result.seconds:.0f} s", flush=True)
         results.append(result)
 
-    y0, y1 = scenarios.YEAR_START, scenarios.LAST_DAY
-    needs_main = only & {"1", "3", "5", "6"}
-    if needs_main:
-        print("==> starting the sandbox (100,000 records over 2025)", flush=True)
-        counts = expected_counts(scenarios.MAIN_RECORDS, y0, y1)
-        with BenchSandbox(scenarios.MAIN_RECORDS, y0, y1) as sandbox:
-            main_bench = scenarios.MainBench(sandbox, counts, sandbox.connection("lucca_bench", 0))
-            attempt(
-                "3", "Peers, CPU throughput", lambda: peers.scenario_3(sandbox, counts, SCRATCH)
-            )
-            if "1" in only:
-                with BenchSandbox(
-                    5000, y0.replace(month=3, day=10), y0.replace(month=3, day=10)
-                ) as small:
-                    conn = small.connection("lucca_small", 0)
-                    attempt(
-                        "1",
-                        "Request efficiency",
-                        lambda: scenarios.efficiency(main_bench, small, conn),
-                    )
-            attempt("5", "Faults", lambda: scenarios.faults(main_bench))
-            attempt("6", "Tables (Delta, Iceberg)", lambda: tables.tables(main_bench))
-    attempt("2", "Peers under the rate limit", peers.rate_limited)
-    attempt("4", "Memory", scenarios.memory)
-    attempt("7", "Fleet (tenants in parallel)", lambda: fleet.fleet(args.results))
-    attempt("8", "Reconcile (3 years of history)", lambda: reconcile.reconcile(args.results))
+    # The peers' workers import while the sandbox generates its data (scenarios 3 and 2).
+    pool = peers.WorkerPool() if only & {"2", "3"} else None
+    try:
+        y0, y1 = scenarios.YEAR_START, scenarios.LAST_DAY
+        needs_main = only & {"1", "3", "5", "6"}
+        if needs_main:
+            print("==> starting the sandbox (100,000 records over 2025)", flush=True)
+            counts = expected_counts(scenarios.MAIN_RECORDS, y0, y1)
+            with BenchSandbox(scenarios.MAIN_RECORDS, y0, y1) as sandbox:
+                main_bench = scenarios.MainBench(
+                    sandbox, counts, sandbox.connection("lucca_bench", 0)
+                )
+                attempt(
+                    "3",
+                    "Peers, CPU throughput",
+                    lambda: peers.scenario_3(sandbox, counts, SCRATCH, pool),
+                )
+                if "1" in only:
+                    with BenchSandbox(
+                        5000, y0.replace(month=3, day=10), y0.replace(month=3, day=10)
+                    ) as small:
+                        conn = small.connection("lucca_small", 0)
+                        attempt(
+                            "1",
+                            "Request efficiency",
+                            lambda: scenarios.efficiency(main_bench, small, conn),
+                        )
+                attempt("5", "Faults", lambda: scenarios.faults(main_bench))
+                attempt("6", "Tables (Delta, Iceberg)", lambda: tables.tables(main_bench))
+        attempt("2", "Peers under the rate limit", lambda: peers.rate_limited(pool))
+        attempt("4", "Memory", scenarios.memory)
+        attempt("7", "Fleet (tenants in parallel)", lambda: fleet.fleet(args.results))
+        attempt("8", "Reconcile (3 years of history)", lambda: reconcile.reconcile(args.results))
+    finally:
+        if pool is not None:
+            pool.close()
     results.sort(key=lambda result: result.name)
 
     total = time.perf_counter() - started
