@@ -8,7 +8,8 @@ RUN := $(VENV)/bin/
 SYNC_STAMP := $(VENV)/.synced
 EXTRAS := --extra s3 --extra parquet --extra delta --extra iceberg --extra redis
 
-.PHONY: help venv demo test test-fast lint format bench airflow clean system-packages
+.PHONY: help venv demo test test-fast lint format bench airflow clean system-packages dist \
+	test-install test-floor
 
 help:
 	@echo "make demo    - run the main job against the bundled Lucca sandbox (local files;"
@@ -17,6 +18,9 @@ help:
 	@echo "make test-fast - unit and contract tests only (no slow, e2e or browser test), no lint"
 	@echo "make airflow - a local Airflow (UI, scheduler) wired to the sandbox"
 	@echo "make bench   - the performance benchmark"
+	@echo "make dist    - build the wheel and sdist into dist/ and check them (twine check --strict)"
+	@echo "make test-install - the wheel into a fresh venv with a stock Airflow 3.3.2, with plain pip"
+	@echo "make test-floor - unit and contract tests and a DAG run on Airflow 3.2.2 (.venv-floor)"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +66,21 @@ test: system-packages lint
 test-fast: venv
 	$(RUN)pytest -m "not slow and not e2e and not browser" $(XDIST) $(PYTEST_ARGS)
 
+# The wheel and sdist a user installs (uv build; the wheel holds only airflow_provider_lucca/),
+# checked as PyPI would (twine check --strict: metadata, README rendering).
+dist: venv
+	rm -rf dist
+	$(UV) build --out-dir dist
+	$(RUN)twine check --strict dist/*.whl dist/*.tar.gz
+
+# Not in `make test` (which takes about 18 minutes): each needs the network and minutes. CI
+# (.ci/run) runs both after it; README "Supported versions".
+test-install: venv
+	$(RUN)python scripts/check_install.py
+
+test-floor: venv
+	$(RUN)python scripts/floor_env.py
+
 demo: venv
 	$(RUN)python scripts/demo.py $(if $(FORMAT),--format $(FORMAT))
 
@@ -72,4 +91,4 @@ airflow: venv
 	$(RUN)python scripts/airflow_stack.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data/demo $(DISTRIBUTED_LOG)
+	rm -rf $(VENV) .venv-floor dist .pytest_cache .mypy_cache .ruff_cache data/demo $(DISTRIBUTED_LOG)
