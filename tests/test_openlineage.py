@@ -102,6 +102,12 @@ def test_the_lucca_namespace_is_the_account_url_without_its_default_port(
             "https://catalog.example.com/api/catalog",
         ),
         ("sqlite:////data/iceberg/catalog.db", "sqlite:////data/iceberg/catalog.db"),
+        # Drivers accept an unencoded "/" in a password; urlsplit would end the host there.
+        (
+            "postgresql+psycopg2://lucca:2024/Hiver@db.internal:5432/iceberg",
+            "postgresql+psycopg2://db.internal:5432/iceberg",
+        ),
+        ("postgresql://lucca:a@b/c@db/iceberg", "postgresql://db/iceberg"),
     ],
 )
 def test_catalog_urls_lose_their_credentials(url: str, expected: str) -> None:

@@ -500,15 +500,26 @@ def _catalog_kind(uri: str) -> str:
 
 
 def _without_credentials(url: str) -> str:
-    """``url`` without its user part, query or fragment (a database URL's password, a token)."""
+    """``url`` without its user part, query or fragment (a database URL's password, a token).
+
+    The user part ends at the LAST ``@`` of the text: database drivers accept a password holding
+    an unencoded ``/`` (``postgresql://lucca:2024/Hiver@db/iceberg``), where ``urlsplit`` would
+    end the authority at that ``/`` and keep the password in the path.
+    """
+    url = url.split("#", 1)[0].split("?", 1)[0]
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url if "@" not in url else ""
+    if "@" in rest:
+        rest = rest.rsplit("@", 1)[1]
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(f"{scheme}://{rest}")
         host = parts.hostname
         port = parts.port
     except ValueError:
         return ""
     if not parts.netloc:  # sqlite:////path/catalog.db: no user part to drop
-        return url.split("?", 1)[0].split("#", 1)[0]
+        return url
     if host is None:
         return urlunsplit((parts.scheme, "", parts.path, "", ""))
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
