@@ -308,7 +308,9 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 class TLSRecorder:
     """HTTPS on 127.0.0.1: records connections, failed handshakes and every byte of requests."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, *, cut_handshakes: int = 0) -> None:
+        #: Connections closed during the handshake first (a load balancer restarting).
+        self.cut_handshakes = cut_handshakes
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.connections = 0
@@ -330,6 +332,10 @@ class TLSRecorder:
             except OSError:
                 return
             self.connections += 1
+            if self.connections <= self.cut_handshakes:
+                connection.recv(1024)  # the ClientHello, then no answer: the peer sees EOF
+                connection.close()
+                continue
             threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
 
     def _handle(self, connection: socket.socket) -> None:
@@ -389,6 +395,23 @@ def test_tls_verification_stays_on_and_the_key_is_never_sent_to_an_untrusted_ser
     assert len(server.handshake_failures) >= 1
     assert len(server.received) == 1, "only the trusting control client may send a request"
     assert f"lucca application={KEY}".encode() in server.received[0]
+
+
+def test_a_handshake_cut_short_is_retried_not_taken_for_a_certificate_refusal(
+    self_signed: tuple[Path, Path],
+) -> None:
+    """A server (or load balancer) closing during the handshake is a dropped connection: the
+    next attempt gets through, and nothing fails the task for good as a TLS refusal would."""
+    server = TLSRecorder(*self_signed, cut_handshakes=1)
+    try:
+        with keyed_client(f"https://127.0.0.1:{server.port}") as client:
+            client.session.verify = str(self_signed[0])
+            pages = list(client.iter_realized_trainings())
+    finally:
+        server.stop()
+    assert [page.items for page in pages] == [[]]
+    assert server.connections == 2
+    assert len(server.received) == 1
 
 
 # --------------------------------------------------------------------------- no leak anywhere

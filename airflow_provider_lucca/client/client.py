@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -434,7 +435,9 @@ def _answer_event(status: int) -> str:
 def _transport_kind(exc: BaseException) -> Transport:
     """What a transport error from ``requests`` is, for the retry decision."""
     if isinstance(exc, requests.exceptions.SSLError):
-        return Transport.TLS
+        # A handshake the server cut short (EOF, reset) is a dropped connection that another
+        # attempt may not meet; a certificate or protocol refusal is met again every time.
+        return Transport.CONNECTION if _handshake_cut_short(exc) else Transport.TLS
     if isinstance(exc, requests.exceptions.ConnectTimeout):  # also a ConnectionError
         return Transport.CONNECT_TIMEOUT
     if isinstance(exc, requests.Timeout):
@@ -442,6 +445,24 @@ def _transport_kind(exc: BaseException) -> Transport:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return Transport.DROPPED
     return Transport.CONNECTION
+
+
+def _handshake_cut_short(exc: BaseException) -> bool:
+    """Whether a TLS error is the peer closing or resetting the connection mid-handshake."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError)):
+            return True
+        if "UNEXPECTED_EOF" in str(error) or "EOF occurred in violation" in str(error):
+            return True
+        pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None)])
+        pending.extend(error.args)
+    return False
 
 
 _ERROR_KINDS: dict[int, type[LuccaAPIError]] = {
