@@ -164,3 +164,86 @@ def test_a_missing_bucket_fails_before_any_request_naming_output_path(
         op.execute({"run_id": "manual__typo"})
 
     assert lucca_conn.stats()["requests"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "retryable"), [("drop", True), ("deny", False)])
+def test_a_store_down_is_retried_and_a_refused_one_fails_at_once(
+    moto_s3: str, s3_bucket: str, fault: str, retryable: bool
+) -> None:
+    """Opening a Delta table whose store drops every connection (an outage outlasting delta-rs's
+    own retries) fails the task retryably; a store refusing the credentials fails it at once,
+    as a setting to fix. Both before any request to Lucca."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_lucca.extraction.errors import LuccaStorageError
+    from airflow_provider_lucca.operators.realized_trainings import (
+        failing_at_once_when_permanent,
+    )
+    from tests.s3_fault_proxy import S3FaultProxy
+
+    def options(endpoint: str) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "max_retries": "1",
+            "retry_timeout": "2s",
+        }
+
+    uri = f"s3://{s3_bucket}/lucca/realized_trainings"
+    table = DeltaSink(uri, options(moto_s3))
+    write_deltalake(
+        uri,
+        table.schema.arrow.empty_table(),
+        partition_by=table.partition_by,
+        storage_options=options(moto_s3),
+    )
+    with S3FaultProxy(moto_s3) as proxy:
+        proxy.rule = lambda method, path: fault
+        sink = DeltaSink(uri, options(proxy.url))
+        with (
+            pytest.raises((LuccaStorageError, LuccaConfigError)) as info,
+            failing_at_once_when_permanent(),
+        ):
+            sink.guard("token", None, logging.getLogger("test"))
+        proxy.rule = lambda method, path: None
+        sink.guard("token", None, logging.getLogger("test"))  # the store back: it passes
+    if retryable:
+        assert isinstance(info.value, LuccaStorageError), info.value
+        assert info.value.phase == "open"
+        assert not isinstance(info.value, AirflowFailException)
+    else:
+        assert isinstance(info.value, LuccaConfigError), info.value
+        assert isinstance(info.value, AirflowFailException)
+
+
+def _chained(outer: Exception, inner: BaseException) -> Exception:
+    outer.__cause__ = inner
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (_chained(RuntimeError("load failed"), ConnectionRefusedError(111, "refused")), True),
+        (
+            OSError("Generic S3 error: Error performing GET http://s3/x - 503 Service Unavailable"),
+            True,
+        ),
+        (OSError("Generic S3 error: error sending request for url (http://s3/x): timed out"), True),
+        (RuntimeError("ServiceUnavailableError: Unavailable: restarting"), True),
+        (OSError("Generic S3 error: 404 Not Found <Code>NoSuchBucket</Code>"), False),
+        (OSError("Generic S3 error: 403 Forbidden <Code>InvalidAccessKeyId</Code>"), False),
+        (ValueError("Invalid catalog type: 'sqll'"), False),
+        (ModuleNotFoundError("No module named 'psycopg2'"), False),
+        # A refusal wins over an outage word: the setting is what the message must name.
+        (OSError("connection refused by policy: AccessDenied"), False),
+    ],
+)
+def test_an_outage_is_told_from_a_setting(error: BaseException, outage: bool) -> None:
+    from airflow_provider_lucca.extraction.errors import is_outage
+
+    assert is_outage(error) is outage

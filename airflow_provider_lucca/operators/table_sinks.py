@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from airflow_provider_lucca.client.errors import LuccaConfigError
+from airflow_provider_lucca.extraction.errors import LuccaStorageError, is_outage
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -73,7 +74,14 @@ def iceberg_sink(conn_id: str, table: str, *, tenant: str | None = None) -> Iceb
             # Two first runs at once race on the SQL catalog's own tables: once more finds them.
             try:
                 return load_catalog(conn_id, **properties)
-            except Exception:
+            except Exception as second:
+                if is_outage(second):
+                    raise LuccaStorageError(
+                        f"The Iceberg catalog of connection {conn_id!r} could not be reached "
+                        f"({type(second).__name__}: {_redacted(str(second), properties)}); "
+                        "another attempt may succeed.",
+                        phase="open",
+                    ) from second
                 raise LuccaConfigError(
                     f"The Iceberg catalog of connection {conn_id!r} could not be loaded "
                     f"({type(first).__name__}: {_redacted(str(first), properties)}). "

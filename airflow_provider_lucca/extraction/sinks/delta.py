@@ -17,7 +17,7 @@ from airflow_provider_lucca import __version__
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.errors import LuccaConfigError
 from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields
-from airflow_provider_lucca.extraction.errors import LuccaStorageError
+from airflow_provider_lucca.extraction.errors import LuccaStorageError, is_outage
 from airflow_provider_lucca.extraction.schema import (
     PARTITION_COLUMN,
     TENANT_COLUMN,
@@ -190,6 +190,12 @@ class DeltaSink:
                     pq.write_table(self.schema.arrow.empty_table(), stream)
                 filesystem.delete_file(probe)
         except Exception as exc:
+            if is_outage(exc):
+                raise LuccaStorageError(
+                    f"{self.describe()} could not be reached ({type(exc).__name__}: {exc}); "
+                    "nothing was requested from Lucca. Another attempt may succeed.",
+                    phase="open",
+                ) from exc
             raise LuccaConfigError(
                 f"Invalid output_path: {self.describe()} cannot be read or written "
                 f"({type(exc).__name__}: {exc}). Check the bucket and the connection's "
