@@ -189,7 +189,11 @@ def commit_partitions(
                 guard.check()
                 uploaded.append((partition.day, part.name))
                 if local:  # os calls: a path object per step costs more than a day's part
-                    shutil.copyfile(part.local_path, os.path.join(target.path, part.name))
+                    destination = os.path.join(target.path, part.name)
+                    try:  # the staged part is not read again: moved when on the same disk
+                        os.rename(part.local_path, destination)
+                    except OSError:  # another file system (EXDEV): copied
+                        shutil.copyfile(part.local_path, destination)
                     continue
                 with open(part.local_path, "rb") as source, (target / part.name).open("wb") as sink:
                     shutil.copyfileobj(source, sink, 1024 * 1024)
