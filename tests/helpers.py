@@ -14,7 +14,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +170,27 @@ def sandbox_request_log(url: str, admin_token: str | None = None) -> list[dict[s
     )
     requests: list[dict[str, Any]] = payload["requests"]
     return requests
+
+
+def run_child(dag_file: Path, home: Path, **env_vars: str) -> tuple[dict[str, Any], str]:
+    """``python dag_file`` with its own AIRFLOW_HOME; its result line, and its output."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dag_file.parent),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **env_vars,
+    }
+    child = subprocess.run(
+        [sys.executable, str(dag_file)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    logs = child.stdout.decode("utf-8", "replace") + child.stderr.decode("utf-8", "replace")
+    results = [line for line in logs.splitlines() if line.startswith("LUCCA-TEST-RESULT ")]
+    assert child.returncode == 0, logs[-5000:]
+    assert results, logs[-5000:]
+    return json.loads(results[-1].removeprefix("LUCCA-TEST-RESULT ")), logs

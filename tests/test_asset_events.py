@@ -8,13 +8,9 @@ second one finds nothing: the events are read back from the metadata DB (``Asset
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +19,7 @@ from airflow_provider_lucca.operators.realized_trainings import (
     days_and_months,
 )
 from lucca_sandbox import SandboxConfig, SandboxServer
-from tests.helpers import SANDBOX_KEY, lucca_conn_json
+from tests.helpers import SANDBOX_KEY, lucca_conn_json, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,30 +95,6 @@ if __name__ == "__main__":
         {{"tasks": tasks, "events": events, "xcom": xcom}}, default=str
     ))
 '''
-
-
-def run_child(dag_file: Path, home: Path, **env_vars: str) -> tuple[dict[str, Any], str]:
-    """``python dag_file`` with its own AIRFLOW_HOME; its result line, and its output."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
-    env |= {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dag_file.parent),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        **env_vars,
-    }
-    child = subprocess.run(
-        [sys.executable, str(dag_file)],
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
-    logs = child.stdout.decode("utf-8", "replace") + child.stderr.decode("utf-8", "replace")
-    results = [line for line in logs.splitlines() if line.startswith("LUCCA-TEST-RESULT ")]
-    assert child.returncode == 0, logs[-5000:]
-    assert results, logs[-5000:]
-    return json.loads(results[-1].removeprefix("LUCCA-TEST-RESULT ")), logs
 
 
 @pytest.mark.slow

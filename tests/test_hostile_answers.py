@@ -36,12 +36,13 @@ from airflow_provider_lucca.client import (
     LuccaClient,
     LuccaError,
     LuccaNotFoundError,
+    LuccaNotJSONPageError,
     LuccaRedirectError,
     LuccaRequestError,
     LuccaResponseError,
     LuccaRetriesExhaustedError,
 )
-from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
+from airflow_provider_lucca.extraction.errors import LuccaCountMismatchError, LuccaDataChangedError
 from airflow_provider_lucca.extraction.realized_trainings import (
     ExtractionRequest,
     extract_realized_trainings,
@@ -247,7 +248,7 @@ NOT_AN_OBJECT = "expected a JSON object"
 CASES: dict[str, tuple[Script, type[LuccaError], list[str]]] = {
     "200 that is not JSON": (
         after_good_first_page(Reply(200, b"<html>oops</html>", [("Content-Type", "text/html")])),
-        LuccaResponseError,
+        LuccaNotJSONPageError,
         ["not JSON", "text/html", "oops"],
     ),
     "200 with an empty body": (
@@ -368,12 +369,12 @@ CASES: dict[str, tuple[Script, type[LuccaError], list[str]]] = {
     ),
     "count larger than what was received": (
         lambda number, query: json_reply({"items": GOOD_RECORDS[:4], "count": 5}),
-        LuccaResponseError,
+        LuccaCountMismatchError,
         ["Received 4 records but Lucca reported count=5", "nothing was committed"],
     ),
     "count smaller than what was received": (
         lambda number, query: json_reply({"items": GOOD_RECORDS[:4], "count": 3}),
-        LuccaResponseError,
+        LuccaCountMismatchError,
         ["Received 4 records but Lucca reported count=3"],
     ),
     "count that changes between pages": (

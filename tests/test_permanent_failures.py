@@ -38,8 +38,7 @@ from airflow_provider_lucca.operators.realized_trainings import (
     is_retryable,
 )
 from lucca_sandbox import FaultSchedule, SandboxConfig, SandboxServer
-from tests.helpers import lucca_conn_json
-from tests.test_asset_events import run_child
+from tests.helpers import lucca_conn_json, run_child
 
 #: What a user of the operator sees: these fail the task at once, the others are retried.
 PERMANENT = {
@@ -60,6 +59,8 @@ RETRYABLE = {
     "LuccaServerError",
     "LuccaTooSlowError",
     "LuccaDataChangedError",
+    "LuccaCountMismatchError",
+    "LuccaNotJSONPageError",
     "LuccaBudgetError",
     "LuccaLockError",
     "LuccaStorageError",
@@ -173,7 +174,7 @@ with DAG(
     }},
     params={{"start": "2025-02-30"}},
 ) as dag:
-    for task_id in ("wrong_key", "unavailable", "broken_answer"):
+    for task_id in ("wrong_key", "unavailable", "maintenance_page"):
         RealizedTrainingsOperator(
             task_id=task_id,
             lucca_conn_id="lucca_" + task_id,
@@ -210,7 +211,7 @@ def test_retries_2_a_wrong_key_fails_after_one_try_a_503_is_retried(tmp_path: Pa
     every_request = {
         "wrong_key": None,
         "unavailable": "503",
-        "broken_answer": "html",  # 200 with an HTML page: the answer contract is broken
+        "maintenance_page": "html",  # 200 with an HTML page: a proxy's or maintenance page
         "bad_date": None,
     }
     sandboxes = {
@@ -252,9 +253,10 @@ def test_retries_2_a_wrong_key_fails_after_one_try_a_503_is_retried(tmp_path: Pa
     )
     assert "The above exception was the direct cause" in logs  # the typed cause, chained
     assert "(not retried)" in logs
-    # A 200 that is not the API's JSON: the same on any try.
-    assert result["tasks"]["broken_answer"] == [1, "failed"]
-    assert statuses["broken_answer"] == [200]
+    # A 200 HTML page (a proxy's or a maintenance page in front of Lucca): it goes away, so
+    # Airflow retries it like a 503 (an answer breaking the JSON contract fails at once).
+    assert result["tasks"]["maintenance_page"] == [3, "failed"]
+    assert statuses["maintenance_page"] == [200, 200, 200]
     # A date that renders wrong: failed before any request.
     assert result["tasks"]["bad_date"] == [1, "failed"]
     assert statuses["bad_date"] == []
@@ -265,7 +267,9 @@ def test_retries_2_a_wrong_key_fails_after_one_try_a_503_is_retried(tmp_path: Pa
     assert statuses["unavailable"] == [503, 503, 503]
     assert tries == [
         ["bad_date", 1, "failed"],
-        ["broken_answer", 1, "failed"],
+        ["maintenance_page", 1, "up_for_retry"],
+        ["maintenance_page", 2, "up_for_retry"],
+        ["maintenance_page", 3, "failed"],
         ["unavailable", 1, "up_for_retry"],
         ["unavailable", 2, "up_for_retry"],
         ["unavailable", 3, "failed"],

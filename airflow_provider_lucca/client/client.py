@@ -25,6 +25,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaAPIError,
     LuccaAuthError,
     LuccaNotFoundError,
+    LuccaNotJSONPageError,
     LuccaRateLimitError,
     LuccaRedirectError,
     LuccaRequestError,
@@ -311,7 +312,9 @@ class LuccaClient:
                 response.content, parse_constant=_reject_constant, parse_float=_finite_float
             )
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
-            raise LuccaResponseError(
+            content_type = response.headers.get("Content-Type", "").lower()
+            is_page = "html" in content_type or response.content.lstrip()[:1] == b"<"
+            raise (LuccaNotJSONPageError if is_page else LuccaResponseError)(
                 f"GET {path}: HTTP {response.status_code} but the body is not JSON "
                 f"(Content-Type {response.headers.get('Content-Type', 'missing')!r}): "
                 f"{_excerpt(response, self.config.api_key)!r}"

@@ -100,6 +100,11 @@ class LuccaResponseError(LuccaError):
     """
 
 
+class LuccaNotJSONPageError(LuccaResponseError):
+    """A 2xx answer that is an HTML page rather than JSON: a proxy's or a maintenance page put in
+    front of Lucca, which goes away; Airflow's task retries read the window again later."""
+
+
 class LuccaBudgetError(LuccaError):
     """The request budget shared by the workers (Redis) could not be reached or read.
 

@@ -13,6 +13,11 @@ class LuccaDataChangedError(LuccaResponseError):
     """Lucca's data changed while the window was paged, in every read allowed: nothing committed."""
 
 
+class LuccaCountMismatchError(LuccaResponseError):
+    """The records received differ from the count Lucca reported for the same request, after
+    the rereads: usually an import still running, which a later attempt reads settled."""
+
+
 class LuccaLockError(LuccaError):
     """The dataset lock could not be taken in time, or was lost before the commit."""
 

@@ -11,11 +11,11 @@ from datetime import date, datetime, timezone
 from typing import TypedDict
 
 from airflow_provider_lucca import __version__
-from airflow_provider_lucca.client import LuccaClient, LuccaResponseError, LuccaTooSlowError
+from airflow_provider_lucca.client import LuccaClient, LuccaTooSlowError
 from airflow_provider_lucca.client.client import Logger
 from airflow_provider_lucca.client.defaults import TIMEOUTS_BEFORE_SPLIT
 from airflow_provider_lucca.extraction.commit import ManifestFilters, RunFields, manifest_filters
-from airflow_provider_lucca.extraction.errors import LuccaDataChangedError
+from airflow_provider_lucca.extraction.errors import LuccaCountMismatchError, LuccaDataChangedError
 from airflow_provider_lucca.extraction.formats import get_format
 from airflow_provider_lucca.extraction.ledger import Repeats
 from airflow_provider_lucca.extraction.lock import LockPolicy
@@ -465,7 +465,7 @@ def _check_count(read: WindowRead, strict: bool, log: Logger) -> None:
         + f" but Lucca reported count={reported} for the request"
     )
     if strict:
-        raise LuccaResponseError(
+        raise LuccaCountMismatchError(
             f"{message}: the extraction is incomplete or inconsistent, nothing was committed "
             "(fail_on_count_mismatch=False would only warn)."
         )

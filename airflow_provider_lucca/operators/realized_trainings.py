@@ -20,6 +20,7 @@ from airflow_provider_lucca.client.errors import (
     LuccaConfigError,
     LuccaError,
     LuccaNotFoundError,
+    LuccaNotJSONPageError,
     LuccaRateLimitError,
     LuccaRedirectError,
     LuccaRequestError,
@@ -31,6 +32,7 @@ from airflow_provider_lucca.client.errors import (
 )
 from airflow_provider_lucca.client.query import validate_bool, validate_ids
 from airflow_provider_lucca.extraction.errors import (
+    LuccaCountMismatchError,
     LuccaDataChangedError,
     LuccaLockError,
     LuccaStorageError,
@@ -86,6 +88,9 @@ ERROR_RETRYABLE: dict[type[LuccaError], bool] = {
     # A 2xx whose body breaks the answer contract (not JSON, wrong shape, a cursor that repeats,
     # a record without a usable date): the same request gets the same body.
     LuccaResponseError: False,
+    # ...except an HTML page instead of JSON: a proxy's or a maintenance page in front of Lucca,
+    # which goes away.
+    LuccaNotJSONPageError: True,
     # Lucca overloaded or limiting: 429 / 5xx / timeouts / connections dropped until the client's
     # own retries ran out, a Retry-After above the cap, a window timing out even when split.
     # Minutes later (the task's retry_delay) they usually pass.
@@ -94,8 +99,10 @@ ERROR_RETRYABLE: dict[type[LuccaError], bool] = {
     LuccaRateLimitError: True,
     LuccaServerError: True,
     LuccaTooSlowError: True,
-    # Lucca's data kept changing while it was paged (an import running): it settles.
+    # Lucca's data kept changing while it was paged (an import running), or the records received
+    # still differ from its count after the rereads: it settles.
     LuccaDataChangedError: True,
+    LuccaCountMismatchError: True,
     # Our side, not Lucca's: the shared budget's Redis unreachable, the dataset lock held by
     # another run past the timeout, the spool or the store failing to write, a committed file
     # replaced under a read by a concurrent run. Another attempt starts over cleanly.
