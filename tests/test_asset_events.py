@@ -180,3 +180,44 @@ def test_a_large_run_lists_its_months_and_drops_the_day_by_day_detail() -> None:
     small = days_and_months(quarter)
     assert small["partitions"] == quarter
     assert len(json.dumps(small)) < 2500
+
+
+def test_a_reconciliation_that_rewrote_half_of_three_years_keeps_its_event_small() -> None:
+    """Every other day of three years rewritten (548 days, 548 windows): months only, like an
+    extraction's event; a handful of days stays listed day by day and window by window."""
+    from airflow_provider_lucca.extraction.reconcile import ReconcileSummary
+    from airflow_provider_lucca.operators.reconcile import reconcile_event_extra
+
+    def summary(days: list[date]) -> ReconcileSummary:
+        return ReconcileSummary(
+            output_path="file:///lake",
+            file_format="jsonl",
+            tenant=None,
+            window={"from": "2024-01-01", "until": "2027-01-01"},
+            months=36,
+            date_bounds=None,
+            check_requests=0,
+            changed_days=[
+                {"day": d.isoformat(), "committed": {}, "lucca": {}, "records_now": 3}  # type: ignore[typeddict-item]
+                for d in days
+            ],
+            re_extracted=[
+                {"from": d.isoformat(), "until": (d + timedelta(days=1)).isoformat()} for d in days
+            ],
+            records_rewritten=3 * len(days),
+            table_versions=[],
+            requests=0,
+            duration_seconds=0.0,
+        )
+
+    every_other = [date(2024, 1, 1) + timedelta(days=2 * n) for n in range(548)]
+    big = reconcile_event_extra(summary(every_other))
+    assert len(json.dumps(big)) < 2500
+    assert (big["changed_days"], big["re_extracted"], big["partitions"]) == (None, None, None)
+    assert big["days"] == 548
+    assert sum(month["days"] for month in big["months"].values()) == 548
+
+    few = every_other[:3]
+    small = reconcile_event_extra(summary(few))
+    assert small["changed_days"] == [d.isoformat() for d in few]
+    assert len(small["re_extracted"]) == 3

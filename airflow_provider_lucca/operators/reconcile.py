@@ -15,6 +15,7 @@ from airflow_provider_lucca.extraction.reconcile import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import (
+    MAX_DAYS_IN_EVENT,
     RealizedTrainingsOperator,
     days_and_months,
     failing_at_once_when_permanent,
@@ -116,13 +117,20 @@ def reconcile_event_extra(summary: ReconcileSummary) -> dict[str, Any]:
         if change["records_now"] is not None
     }
     detail = days_and_months(rewritten)
+    # Past MAX_DAYS_IN_EVENT the days (and their windows) are left to ``months``, as an
+    # extraction's event does: a reconciliation that rewrote half of three years stays ~2 KB.
+    listed = detail["partitions"] is not None
     return {
         "operation": "reconcile",
         "tenant": summary["tenant"],
         "file_format": summary["file_format"],
         "window": None if summary["window"] is None else dict(summary["window"]),
-        "changed_days": sorted(rewritten),
-        "re_extracted": [dict(window) for window in summary["re_extracted"]],
+        "changed_days": sorted(rewritten) if listed else None,
+        "re_extracted": (
+            [dict(window) for window in summary["re_extracted"]]
+            if listed and len(summary["re_extracted"]) <= MAX_DAYS_IN_EVENT
+            else None
+        ),
         **detail,
         "records": summary["records_rewritten"],
         "table_versions": list(summary["table_versions"]),
