@@ -25,7 +25,7 @@ DB or Variable lookup while parsing):
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,21 @@ LUCCA_CONN_ID = os.environ.get("LUCCA_CONN_ID", "lucca_default")
 LUCCA_POOL = os.environ.get("LUCCA_POOL", "lucca_api")
 START_DATE = date.fromisoformat(os.environ.get("LUCCA_START_DATE", "2025-01-01"))
 CATCHUP = os.environ.get("LUCCA_CATCHUP", "true").strip().lower() in ("1", "true", "yes")
+
+
+def retry_delay(default: timedelta) -> timedelta:
+    """The delay between a task's retries: ``default``, or ``LUCCA_RETRY_DELAY_SECONDS`` (the
+    end-to-end tests' stack retries within seconds what a deployment retries within minutes)."""
+    raw = os.environ.get("LUCCA_RETRY_DELAY_SECONDS", "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(
+            f"Invalid LUCCA_RETRY_DELAY_SECONDS={raw!r}: expected a whole number of seconds."
+        )
+    return timedelta(seconds=int(raw))
+
+
 TIMEZONE = "Europe/Paris"
 
 #: Where the extract task writes: ``RealizedTrainingsOperator(**OUTPUT_TARGET)``. An Iceberg table

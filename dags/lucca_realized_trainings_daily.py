@@ -23,7 +23,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag
-from lucca_common import CATCHUP, START_DATE, TIMEZONE
+from lucca_common import CATCHUP, START_DATE, TIMEZONE, retry_delay
 from lucca_fleet import fleet
 
 
@@ -33,7 +33,7 @@ from lucca_fleet import fleet
     start_date=pendulum.datetime(START_DATE.year, START_DATE.month, START_DATE.day, tz=TIMEZONE),
     catchup=CATCHUP,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={"retries": 2, "retry_delay": retry_delay(timedelta(minutes=5))},
     tags=["lucca", "example"],
     doc_md=__doc__,
 )

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag
-from lucca_common import TIMEZONE
+from lucca_common import TIMEZONE, retry_delay
 from lucca_fleet import fleet, reconcile_per_tenant
 
 
@@ -33,7 +33,7 @@ from lucca_fleet import fleet, reconcile_per_tenant
     start_date=pendulum.datetime(2025, 1, 1, tz=TIMEZONE),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+    default_args={"retries": 2, "retry_delay": retry_delay(timedelta(minutes=10))},
     tags=["lucca", "example"],
     doc_md=__doc__,
 )

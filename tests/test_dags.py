@@ -244,6 +244,23 @@ def test_an_unknown_format_fails_every_dag_at_parse_time_naming_the_setting(
         assert "expected one of jsonl, parquet, delta, iceberg" in error
 
 
+def test_the_retry_delay_setting_reaches_the_tasks_and_a_typo_fails_at_parse_time(
+    settings: Callable[..., None],
+) -> None:
+    from datetime import timedelta
+
+    daily, reconcile = "lucca_realized_trainings_daily", "lucca_realized_trainings_reconcile"
+    bag = parse(settings)
+    assert bag.dags[daily].default_args["retry_delay"] == timedelta(minutes=5)
+    assert bag.dags[reconcile].default_args["retry_delay"] == timedelta(minutes=10)
+    bag = parse(settings, LUCCA_RETRY_DELAY_SECONDS="5")
+    for dag_id in (daily, reconcile):
+        assert bag.dags[dag_id].default_args["retry_delay"] == timedelta(seconds=5)
+    settings(LUCCA_RETRY_DELAY_SECONDS="5m")
+    errors = DagBag(dag_folder=str(DAGS)).import_errors
+    assert any("Invalid LUCCA_RETRY_DELAY_SECONDS='5m'" in error for error in errors.values())
+
+
 # -- derive and verify read the table when the format is a table
 
 #: Runs as the DAGs make them: a history load, then daily runs whose 7-day lookback overlaps it;

@@ -65,7 +65,10 @@ def wait_for_dags(stack: AirflowStack) -> None:
 @pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow-stack")
-    stack = AirflowStack(home)
+    # A task killed while the stack warms up (its first execution-API calls timing out) is
+    # retried within seconds, not after the example DAGs' 5 minutes, which would hold back every
+    # run of the DAG (one run at a time) that a test triggers meanwhile.
+    stack = AirflowStack(home, env_overrides={"LUCCA_RETRY_DELAY_SECONDS": "5"})
     started = time.monotonic()
     try:
         stack.start()  # bounded: sandbox 60 s, CLI calls 300 s, health 120 s; stops on failure
