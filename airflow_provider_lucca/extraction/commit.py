@@ -188,14 +188,15 @@ def commit_partitions(
             for part in partition.parts:
                 guard.check()
                 uploaded.append((partition.day, part.name))
-                if local:  # os calls: a path object per step costs more than a day's part
-                    destination = os.path.join(target.path, part.name)
-                    try:  # the staged part is not read again: moved when on the same disk
-                        os.rename(part.local_path, destination)
-                    except OSError:  # another file system (EXDEV): copied
-                        shutil.copyfile(part.local_path, destination)
-                    continue
-                with open(part.local_path, "rb") as source, (target / part.name).open("wb") as sink:
+                # Locally a plain open: a path object per step costs more than a day's part.
+                with (
+                    open(part.local_path, "rb") as source,
+                    (
+                        open(os.path.join(target.path, part.name), "wb")
+                        if local
+                        else (target / part.name).open("wb")
+                    ) as sink,
+                ):
                     shutil.copyfileobj(source, sink, 1024 * 1024)
         previous = {partition.day: read_manifest_bytes(base, partition.day) for partition in staged}
         guard.verify()
