@@ -377,6 +377,25 @@ CASES: dict[str, tuple[Script, type[LuccaError], list[str]]] = {
         LuccaCountMismatchError,
         ["Received 4 records but Lucca reported count=3"],
     ),
+    "a string holding an unpaired surrogate escape (pretty JSON)": (
+        lambda number, query: json_reply(
+            {"items": [record(1, WINDOW_DAYS[0], note="caf\ud800")], "count": 1}
+        ),
+        LuccaResponseError,
+        ["unpaired UTF-16 surrogate", "caf"],
+    ),
+    "a string holding an unpaired surrogate escape (compact JSON)": (
+        lambda number, query: Reply(
+            200,
+            json.dumps(
+                {"items": [record(1, WINDOW_DAYS[0], note="caf\udc00")], "count": 1},
+                separators=(",", ":"),
+            ).encode(),
+            [("Content-Type", "application/json")],
+        ),
+        LuccaResponseError,
+        ["unpaired UTF-16 surrogate", "caf"],
+    ),
     "count that changes between pages": (
         lambda number, query: json_reply(
             {"items": [], "count": 12, "next": "p1"}
@@ -689,3 +708,29 @@ def test_a_body_trickled_slower_than_the_read_timeout_is_abandoned_in_bounded_ti
         list(client.iter_realized_trainings())
     # Two attempts of about 0.5 s each, plus slack; one trickled answer takes 2.7 s.
     assert time.monotonic() - started < 2.0
+
+
+def test_a_member_named_twice_is_written_once_with_the_value_the_run_counted(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """A compact item naming ``sessionEndsOn`` twice: JSON readers disagree on which value wins
+    (Python the last, DuckDB refuses the file), so the line written holds each member once, with
+    the value the run dated, counted and deduplicated the record by (the last)."""
+    first, second = WINDOW_DAYS[0], WINDOW_DAYS[1]
+    item = json.dumps(record(1, first), separators=(",", ":"))
+    item = item[:-1] + f',"sessionEndsOn":"{second}"}}'
+    body = f'{{"items":[{item}],"count":1}}'.encode()
+    server.serve(lambda number, query: Reply(200, body, [("Content-Type", "application/json")]))
+    root = tmp_path / "dataset"
+    summary = extract(server.url, ObjectStoragePath(f"file://{root}"))
+
+    assert summary["partitions"][second] == 1
+    assert summary["partitions"][first] == 0
+    (part,) = (root / f"session_end_on={second}").glob("part-*")
+    (line,) = gzip.decompress(part.read_bytes()).decode().splitlines()
+
+    def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        assert len({name for name, _ in pairs}) == len(pairs), line
+        return dict(pairs)
+
+    assert json.loads(line, object_pairs_hook=once)["sessionEndsOn"] == second

@@ -343,3 +343,21 @@ def test_more_settings_fail_when_the_dag_is_parsed_naming_them(
 def test_the_sweep_operator_checks_its_output_path(value: object) -> None:
     with pytest.raises(LuccaConfigError, match="output_path"):
         RealizedTrainingsSweepOperator(task_id="sweep", output_path=value)  # type: ignore[arg-type]
+
+
+def test_a_directory_inside_a_day_neither_fails_the_next_run_nor_is_removed(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    """A notebook's ``.ipynb_checkpoints`` left inside a day: the next run of the day commits and
+    cleans up its own files (it used to fail every run in its cleanup, retryably), and leaves the
+    directory, which is no part of the dataset, alone."""
+    base = ObjectStoragePath(tmp_path.as_uri())
+    run(server, base)
+    checkpoints = tmp_path / f"session_end_on={DAYS[0]}" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "notes.json").write_text("{}")
+
+    run(server, base)
+
+    assert committed_ids(base) == truth(server)
+    assert (checkpoints / "notes.json").read_text() == "{}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -303,9 +304,16 @@ class LuccaClient:
         # spooler writes it as is); any other body the ordinary way, with its ordinary errors.
         from airflow_provider_lucca.client.paging import decode_listing
 
-        decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+        decoder = json.JSONDecoder(
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            # An item whose text names a member twice is not kept as text: a reader of the text
+            # could take the first value where the extraction counted and dated the last.
+            object_pairs_hook=_members_once,
+        )
         listing = decode_listing(response.content, decoder)
         if listing is not None:
+            _refuse_unpaired_surrogates(listing, response.content, path)
             return listing
         try:
             body = json.loads(
@@ -324,6 +332,7 @@ class LuccaClient:
                 f"GET {path}: expected a JSON object, got {type(body).__name__}: "
                 f"{_excerpt(response, self.config.api_key)!r}"
             )
+        _refuse_unpaired_surrogates(body, response.content, path)
         return body
 
     # -- pagination --------------------------------------------------------------------------------
@@ -448,6 +457,42 @@ def _transport_kind(exc: BaseException) -> Transport:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return Transport.DROPPED
     return Transport.CONNECTION
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refused (ValueError) when a name comes twice."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("a member named twice")
+    return members
+
+
+#: ``\uD800``..``\uDFFF``: an escaped UTF-16 surrogate, which must come in pairs.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _refuse_unpaired_surrogates(body: JsonObject, content: bytes, path: str) -> None:
+    """A string holding half of a UTF-16 pair (``"\\ud800"`` alone) is valid JSON but no text:
+    it cannot be written as UTF-8 (nor read by DuckDB or Arrow), so the answer is refused, typed,
+    before anything is spooled. Only a body holding such an escape is walked."""
+    if _SURROGATE_ESCAPE.search(content) is None:
+        return
+    pending: list[Any] = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LuccaResponseError(
+                    f"GET {path}: a string holds an unpaired UTF-16 surrogate escape "
+                    f"({ascii(value)[:80]}), which is not text."
+                ) from None
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def _handshake_cut_short(exc: BaseException) -> bool:

@@ -385,7 +385,8 @@ def remove_unlisted(directory: StoragePath, keep: set[str]) -> None:
             return
         for name in names:
             if name not in keep:
-                with contextlib.suppress(FileNotFoundError):
+                # A directory inside a day is no part of ours (a notebook's checkpoints): kept.
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     os.unlink(os.path.join(directory.path, name))
         return
     try:
@@ -393,7 +394,7 @@ def remove_unlisted(directory: StoragePath, keep: set[str]) -> None:
     except FileNotFoundError:
         return
     for entry in entries:
-        if entry.name not in keep:
+        if entry.name not in keep and not entry.is_dir():
             entry.unlink(missing_ok=True)
 
 
