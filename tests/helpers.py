@@ -194,3 +194,30 @@ def run_child(dag_file: Path, home: Path, **env_vars: str) -> tuple[dict[str, An
     assert child.returncode == 0, logs[-5000:]
     assert results, logs[-5000:]
     return json.loads(results[-1].removeprefix("LUCCA-TEST-RESULT ")), logs
+
+
+#: The members of a realized training as the sandbox (and Lucca's spec) sends them, in order.
+RECORD_FIELDS = (
+    "id",
+    "ownerId",
+    "training",
+    "trainingDemandId",
+    "sessionId",
+    "sessionStartsOn",
+    "sessionEndsOn",
+    "hasAttended",
+    "durationInHours",
+)
+
+
+def moto_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the tests' moto server (its fixed test credentials)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )

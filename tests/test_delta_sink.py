@@ -65,7 +65,7 @@ from airflow_provider_lucca.operators.table_sinks import (  # noqa: E402
     gcp_storage_options,
 )
 from lucca_sandbox import BOUNDS, SandboxConfig, SandboxServer  # noqa: E402
-from tests.helpers import SANDBOX_KEY, client_for  # noqa: E402
+from tests.helpers import RECORD_FIELDS, SANDBOX_KEY, client_for  # noqa: E402
 from tests.s3_fault_proxy import S3FaultProxy  # noqa: E402
 
 LOG = logging.getLogger("tests.delta_sink")
@@ -86,17 +86,6 @@ except ImportError:  # not a dependency yet: S3 tables are read with read_parque
 else:
     HTTPFS_EXTENSION = duckdb_extension(duckdb_extension_httpfs, "httpfs")
 TRAINING_FIELDS = ("id", "title", "categoryId", "providerUrl", "level")
-RECORD_FIELDS = {
-    "id",
-    "ownerId",
-    "training",
-    "trainingDemandId",
-    "sessionId",
-    "sessionStartsOn",
-    "sessionEndsOn",
-    "hasAttended",
-    "durationInHours",
-}
 CHILD_TIMEOUT = 120.0
 
 Row = dict[str, Any]
@@ -124,7 +113,7 @@ def cents(value: int | float) -> Decimal:
 def expected_row(record: dict[str, Any]) -> Row:
     """The row a spec-shaped record becomes (the sandbox generates only those; misfits are
     spelled out by hand in :data:`ODD_ROWS`)."""
-    assert set(record) <= RECORD_FIELDS, record
+    assert set(record) <= set(RECORD_FIELDS), record
     training = record.get("training")
     starts = record.get("sessionStartsOn")
     duration = record.get("durationInHours")

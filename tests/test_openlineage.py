@@ -24,7 +24,14 @@ from airflow_provider_lucca.operators.lineage import (
     storage_dataset_name,
 )
 from lucca_sandbox import SandboxConfig, SandboxServer
-from tests.helpers import MANIFEST, SANDBOX_KEY, lucca_conn_json, read_dataset
+from tests.helpers import (
+    MANIFEST,
+    RECORD_FIELDS,
+    SANDBOX_KEY,
+    lucca_conn_json,
+    moto_client,
+    read_dataset,
+)
 from tests.test_dags import iceberg_conn_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,17 +39,7 @@ WINDOW = {"session_end_from": "2025-03-01", "session_end_until": "2025-03-15"}
 AGAIN = {"session_end_from": "2025-03-05", "session_end_until": "2025-03-09"}
 #: A refused key, distinctive enough to be searched for in the events.
 WRONG_KEY = "wrong-key-" + uuid.uuid4().hex
-JSON_FIELDS = [
-    "id",
-    "ownerId",
-    "training",
-    "trainingDemandId",
-    "sessionId",
-    "sessionStartsOn",
-    "sessionEndsOn",
-    "hasAttended",
-    "durationInHours",
-]
+JSON_FIELDS = list(RECORD_FIELDS)
 TYPED_COLUMNS = [*JSON_FIELDS, "_extra"]
 
 
@@ -226,17 +223,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, moto_s3: str) -> Runs:
     """One child running every scenario's DAG: files on local disk, Parquet files of a tenant on
     moto S3, a Delta table, an Iceberg table, a refused key, and a reconciliation after a change
     of Lucca's data."""
-    import boto3
-
     root = tmp_path_factory.mktemp("openlineage")
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    moto_client(moto_s3).create_bucket(Bucket=bucket)
     with SandboxServer(SandboxConfig(records=2000)) as sandbox:
         plan: list[dict[str, Any]] = [
             run("ol_files", output_path=(root / "files").as_uri()),

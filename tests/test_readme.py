@@ -18,7 +18,7 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 )
 from airflow_provider_lucca.extraction.window import DateWindow
 from lucca_sandbox import SandboxServer
-from tests.helpers import SANDBOX_KEY
+from tests.helpers import SANDBOX_KEY, moto_client
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_ROOT = 'root = "data/demo/lake/lucca/realized_trainings"'
@@ -85,8 +85,6 @@ def s3_duckdb_snippet() -> str:
 def test_s3_duckdb_snippet_counts_exactly_what_the_manifests_list(
     sandbox: SandboxServer, moto_s3: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import boto3
-
     client = LuccaClient(
         ClientConfig(base_url=sandbox.url, api_key=SANDBOX_KEY, requests_per_minute=0)
     )
@@ -95,13 +93,7 @@ def test_s3_duckdb_snippet_counts_exactly_what_the_manifests_list(
     output = ObjectStoragePath(f"s3://aws_local@{s3_bucket}/{prefix}")
     extract_realized_trainings(client, ExtractionRequest(window=window), output, log=client.log)
     # An orphan part of a crashed run, which a glob over part files would count.
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    s3 = moto_client(moto_s3)
     orphan = {"id": 1, "ownerId": 9, "sessionEndsOn": "2025-03-05", "hasAttended": True}
     s3.put_object(
         Bucket=s3_bucket,
