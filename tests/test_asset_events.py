@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_lucca.operators.realized_trainings import (
+from airflow_provider_lucca.operators.asset_events import (
     MAX_DAYS_IN_EVENT,
     days_and_months,
+    reconcile_event_extra,
 )
 from lucca_sandbox import SandboxConfig, SandboxServer
 from tests.helpers import SANDBOX_KEY, lucca_conn_json, run_child
@@ -186,7 +187,6 @@ def test_a_reconciliation_that_rewrote_half_of_three_years_keeps_its_event_small
     """Every other day of three years rewritten (548 days, 548 windows): months only, like an
     extraction's event; a handful of days stays listed day by day and window by window."""
     from airflow_provider_lucca.extraction.reconcile import ReconcileSummary
-    from airflow_provider_lucca.operators.reconcile import reconcile_event_extra
 
     def summary(days: list[date]) -> ReconcileSummary:
         return ReconcileSummary(

@@ -31,7 +31,7 @@ from airflow_provider_lucca.extraction.errors import (
     LuccaLockError,
     LuccaStorageError,
 )
-from airflow_provider_lucca.operators.realized_trainings import (
+from airflow_provider_lucca.operators.failures import (
     ERROR_RETRYABLE,
     LuccaFailure,
     failing_at_once_when_permanent,
@@ -88,7 +88,7 @@ def test_every_error_class_is_classified_on_purpose() -> None:
     classes = every_error_class()
     unclassified = sorted(cls.__name__ for cls in classes - set(ERROR_RETRYABLE))
     assert not unclassified, (
-        f"classify {unclassified} in ERROR_RETRYABLE (operators/realized_trainings.py): "
+        f"classify {unclassified} in ERROR_RETRYABLE (operators/failures.py): "
         "does another attempt of the task get the same error?"
     )
     assert {cls.__name__ for cls in classes} == PERMANENT | RETRYABLE

@@ -177,9 +177,7 @@ def test_a_store_down_is_retried_and_a_refused_one_fails_at_once(
     from airflow.sdk.exceptions import AirflowFailException
 
     from airflow_provider_lucca.extraction.errors import LuccaStorageError
-    from airflow_provider_lucca.operators.realized_trainings import (
-        failing_at_once_when_permanent,
-    )
+    from airflow_provider_lucca.operators.failures import failing_at_once_when_permanent
     from tests.s3_fault_proxy import S3FaultProxy
 
     def options(endpoint: str) -> dict[str, str]:

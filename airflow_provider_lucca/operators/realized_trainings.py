@@ -3,46 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import date, tzinfo
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_lucca.client.errors import (
-    LuccaAPIError,
-    LuccaAuthError,
-    LuccaBudgetError,
     LuccaConfigError,
-    LuccaError,
-    LuccaNotFoundError,
-    LuccaNotJSONPageError,
-    LuccaRateLimitError,
-    LuccaRedirectError,
-    LuccaRequestError,
-    LuccaResponseError,
-    LuccaRetriesExhaustedError,
-    LuccaServerError,
-    LuccaTLSError,
-    LuccaTooSlowError,
 )
 from airflow_provider_lucca.client.query import validate_bool, validate_ids
-from airflow_provider_lucca.extraction.errors import (
-    LuccaCountMismatchError,
-    LuccaDataChangedError,
-    LuccaLockError,
-    LuccaStorageError,
-)
 from airflow_provider_lucca.extraction.lock import (
     DEFAULT_LOCK_LEASE,
     DEFAULT_LOCK_TIMEOUT,
     LockPolicy,
 )
-from airflow_provider_lucca.extraction.reader import PartitionIntegrityError
 from airflow_provider_lucca.extraction.realized_trainings import (
     DEFAULT_MAX_REREADS,
     MAX_REREADS,
@@ -53,6 +30,8 @@ from airflow_provider_lucca.extraction.realized_trainings import (
 from airflow_provider_lucca.extraction.sinks import OutputSink
 from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.hooks.lucca import LuccaHook
+from airflow_provider_lucca.operators.asset_events import extraction_event_extra
+from airflow_provider_lucca.operators.failures import failing_at_once_when_permanent
 from airflow_provider_lucca.operators.lineage import LineageMixin
 from airflow_provider_lucca.operators.table_sinks import (
     DEFAULT_ICEBERG_CONN_ID,
@@ -61,115 +40,10 @@ from airflow_provider_lucca.operators.table_sinks import (
     iceberg_sink,
     validate_table_identifier,
 )
-from airflow_provider_lucca.tenants import TenantListError, validate_tenant_name
+from airflow_provider_lucca.tenants import validate_tenant_name
 
 #: Directory prefix of a tenant's dataset under ``output_path`` (files formats).
 TENANT_DIR_PREFIX = "tenant="
-
-#: Every error class of the provider, told whether another attempt of the task could succeed.
-#: The most specific class listed decides (``LuccaDataChangedError`` is a ``LuccaResponseError``);
-#: a new subclass must be added here: ``tests/test_permanent_failures.py`` walks them all.
-#: Permanent ones fail the task at once (``AirflowFailException``): a task retry would spend the
-#: tenant's request budget, and minutes, only to get the same answer.
-ERROR_RETRYABLE: dict[type[LuccaError], bool] = {
-    # A parameter or setting that is wrong once rendered (a template giving a bad date, an
-    # output_path holding another layout, a tenant list entry): the same DAG renders it again.
-    LuccaConfigError: False,
-    TenantListError: False,
-    # What Lucca refused: a wrong or revoked key (401), a key without rights (403), a path or
-    # account that does not exist (404), a request it calls wrong (other 4xx), a redirect (never
-    # followed, so the key stays on its host), a certificate it cannot prove: none improves by
-    # waiting five minutes.
-    LuccaAuthError: False,
-    LuccaNotFoundError: False,
-    LuccaRequestError: False,
-    LuccaRedirectError: False,
-    LuccaTLSError: False,
-    # A 2xx whose body breaks the answer contract (not JSON, wrong shape, a cursor that repeats,
-    # a record without a usable date): the same request gets the same body.
-    LuccaResponseError: False,
-    # ...except an HTML page instead of JSON: a proxy's or a maintenance page in front of Lucca,
-    # which goes away.
-    LuccaNotJSONPageError: True,
-    # Lucca overloaded or limiting: 429 / 5xx / timeouts / connections dropped until the client's
-    # own retries ran out, a Retry-After above the cap, a window timing out even when split.
-    # Minutes later (the task's retry_delay) they usually pass.
-    LuccaAPIError: True,
-    LuccaRetriesExhaustedError: True,
-    LuccaRateLimitError: True,
-    LuccaServerError: True,
-    LuccaTooSlowError: True,
-    # Lucca's data kept changing while it was paged (an import running), or the records received
-    # still differ from its count after the rereads: it settles.
-    LuccaDataChangedError: True,
-    LuccaCountMismatchError: True,
-    # Our side, not Lucca's: the shared budget's Redis unreachable, the dataset lock held by
-    # another run past the timeout, the spool or the store failing to write, a committed file
-    # replaced under a read by a concurrent run. Another attempt starts over cleanly.
-    LuccaBudgetError: True,
-    LuccaLockError: True,
-    LuccaStorageError: True,
-    PartitionIntegrityError: True,
-    # The base class raised as such: unknown, so Airflow's usual retries apply.
-    LuccaError: True,
-}
-
-
-def is_retryable(error: LuccaError) -> bool:
-    """Whether another attempt of the task could succeed, by the most specific class of
-    ``error`` in :data:`ERROR_RETRYABLE`."""
-    for cls in type(error).__mro__:
-        if cls in ERROR_RETRYABLE:
-            return ERROR_RETRYABLE[cls]
-    return True  # not a LuccaError subclass: unreachable with the annotation
-
-
-class LuccaFailure(AirflowFailException):
-    """An error that fails the task at once. Each one raised is also of its Lucca error's class
-    (``except LuccaAuthError`` still catches it, with its ``status`` and ``path``), and has that
-    error chained as its cause."""
-
-
-_FAILURE_CLASSES: dict[type[LuccaError], type[LuccaFailure]] = {}
-
-
-def fail_at_once(error: LuccaError) -> LuccaFailure:
-    """``error`` as an ``AirflowFailException`` of its own class (e.g. ``LuccaAuthErrorNotRetried``,
-    both a ``LuccaFailure`` and a ``LuccaAuthError``), its message prefixed with its type."""
-    kind = type(error)
-    failure = Exception.__new__(_failure_class(kind))
-    Exception.__init__(failure, f"{kind.__name__}: {error} (not retried)")
-    failure.__dict__.update(error.__dict__)
-    return failure
-
-
-def _failure_class(kind: type[LuccaError]) -> type[LuccaFailure]:
-    """The ``LuccaFailure`` class of ``kind``, a module attribute (so it pickles by name)."""
-    cls = _FAILURE_CLASSES.get(kind)
-    if cls is None:
-        name = f"{kind.__name__}NotRetried"
-        cls = type(name, (LuccaFailure, kind), {"__module__": __name__, "__qualname__": name})
-        _FAILURE_CLASSES[kind] = cls
-        globals()[name] = cls
-    return cls
-
-
-for _kind, _retryable in ERROR_RETRYABLE.items():
-    if not _retryable:
-        _failure_class(_kind)
-
-
-@contextmanager
-def failing_at_once_when_permanent() -> Iterator[None]:
-    """Turn an error that another attempt would get again into an ``AirflowFailException`` (no
-    task retry): see :func:`fail_at_once`. Retryable ones go to Airflow's retries unchanged."""
-    try:
-        yield
-    except LuccaError as exc:
-        if is_retryable(exc) or isinstance(exc, LuccaFailure):
-            raise
-        raise fail_at_once(exc) from exc
-
 
 #: Files with manifests, then the open table formats.
 FILE_FORMATS = ("jsonl", "parquet", "delta", "iceberg")
@@ -483,47 +357,6 @@ class RealizedTrainingsOperator(LineageMixin, BaseOperator):
             # whole extracted span within max_window_days, so a century typo fails here.
             window.check_span(self.lookback_days, self.max_window_days)
         return window
-
-
-#: Day by day (``partitions``) up to this many days (a quarter, about 2 KB of JSON); beyond,
-#: ``months`` alone (always there) says what a run wrote: the 1,096 days of a three-year history
-#: would take 21 KB day by day, its 36 months 1.6 KB. Asset events are kept in the metadata
-#: database and handed to every run they trigger: they stay small.
-MAX_DAYS_IN_EVENT = 92
-
-
-def days_and_months(partitions: dict[str, int]) -> dict[str, Any]:
-    """``partitions`` (ISO day -> records) as an asset event holds them: ``months`` (``YYYY-MM``
-    -> days written and their records), ``days`` (how many), and the days themselves while they
-    are at most :data:`MAX_DAYS_IN_EVENT` (else None)."""
-    months: dict[str, dict[str, int]] = {}
-    for day, records in sorted(partitions.items()):
-        month = months.setdefault(day[:7], {"days": 0, "records": 0})
-        month["days"] += 1
-        month["records"] += records
-    listed = len(partitions) <= MAX_DAYS_IN_EVENT
-    return {
-        "days": len(partitions),
-        "partitions": dict(sorted(partitions.items())) if listed else None,
-        "months": months,
-    }
-
-
-def extraction_event_extra(summary: ExtractionSummary) -> dict[str, Any]:
-    """The asset event's ``extra`` of an extraction: its windows, the days it replaced with their
-    records, its run token, format, tenant and table version. No path (the asset is the
-    dataset), no key, no filter values: nothing a reader of events should not see."""
-    return {
-        "operation": "extract",
-        "run_token": summary["run_token"],
-        "tenant": summary["tenant"],
-        "file_format": summary["file_format"],
-        "window": dict(summary["window"]),
-        "extracted_window": dict(summary["extracted_window"]),
-        **days_and_months(summary["partitions"]),
-        "records": summary["records"],
-        "table_version": summary["table_version"],
-    }
 
 
 def _window_from_context(context: Context) -> DateWindow:

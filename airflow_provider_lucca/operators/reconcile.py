@@ -14,12 +14,9 @@ from airflow_provider_lucca.extraction.reconcile import (
     reconcile_realized_trainings,
 )
 from airflow_provider_lucca.extraction.window import DateWindow
-from airflow_provider_lucca.operators.realized_trainings import (
-    MAX_DAYS_IN_EVENT,
-    RealizedTrainingsOperator,
-    days_and_months,
-    failing_at_once_when_permanent,
-)
+from airflow_provider_lucca.operators.asset_events import reconcile_event_extra
+from airflow_provider_lucca.operators.failures import failing_at_once_when_permanent
+from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -105,33 +102,3 @@ class RealizedTrainingsReconcileOperator(RealizedTrainingsOperator):
         if self.session_end_from in (None, "") and self.session_end_until in (None, ""):
             return None
         return super()._window(ready, context)
-
-
-def reconcile_event_extra(summary: ReconcileSummary) -> dict[str, Any]:
-    """The asset event's ``extra`` of a reconciliation: the days it rewrote (``changed_days``,
-    empty when nothing changed, so a downstream DAG can skip), as windows (``re_extracted``) and
-    with their records now, by day and by month as an extraction's event has them."""
-    rewritten = {
-        change["day"]: change["records_now"] or 0
-        for change in summary["changed_days"]
-        if change["records_now"] is not None
-    }
-    detail = days_and_months(rewritten)
-    # Past MAX_DAYS_IN_EVENT the days (and their windows) are left to ``months``, as an
-    # extraction's event does: a reconciliation that rewrote half of three years stays ~2 KB.
-    listed = detail["partitions"] is not None
-    return {
-        "operation": "reconcile",
-        "tenant": summary["tenant"],
-        "file_format": summary["file_format"],
-        "window": None if summary["window"] is None else dict(summary["window"]),
-        "changed_days": sorted(rewritten) if listed else None,
-        "re_extracted": (
-            [dict(window) for window in summary["re_extracted"]]
-            if listed and len(summary["re_extracted"]) <= MAX_DAYS_IN_EVENT
-            else None
-        ),
-        **detail,
-        "records": summary["records_rewritten"],
-        "table_versions": list(summary["table_versions"]),
-    }
