@@ -221,3 +221,14 @@ def moto_client(endpoint: str) -> Any:
         aws_secret_access_key="test",
         region_name="us-east-1",
     )
+
+
+def moto_options(endpoint: str) -> dict[str, str]:
+    """delta-rs / object_store options for the tests' moto server."""
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }

@@ -65,7 +65,13 @@ from airflow_provider_lucca.operators.table_sinks import (  # noqa: E402
     gcp_storage_options,
 )
 from lucca_sandbox import BOUNDS, SandboxConfig, SandboxServer  # noqa: E402
-from tests.helpers import RECORD_FIELDS, SANDBOX_KEY, client_for  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    RECORD_FIELDS,
+    SANDBOX_KEY,
+    client_for,
+    moto_client,
+    moto_options,
+)
 from tests.s3_fault_proxy import S3FaultProxy  # noqa: E402
 
 LOG = logging.getLogger("tests.delta_sink")
@@ -298,28 +304,6 @@ def file_store(tmp_path: Path) -> Store:
     return Store("file", str(tmp_path / "lake" / "realized_trainings"))
 
 
-def s3_client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-
-
-def moto_options(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ALLOW_HTTP": "true",
-    }
-
-
 @pytest.fixture
 def s3_store(s3_bucket: str, moto_s3: str) -> Store:
     prefix = "lucca/realized_trainings"
@@ -327,7 +311,7 @@ def s3_store(s3_bucket: str, moto_s3: str) -> Store:
         "s3",
         f"s3://{s3_bucket}/{prefix}",
         moto_options(moto_s3),
-        s3=s3_client(moto_s3),
+        s3=moto_client(moto_s3),
         bucket=s3_bucket,
         prefix=prefix,
     )

@@ -50,25 +50,13 @@ from airflow_provider_lucca.extraction.window import DateWindow
 from airflow_provider_lucca.operators.realized_trainings import RealizedTrainingsOperator
 from airflow_provider_lucca.operators.table_sinks import iceberg_catalog_properties
 from lucca_sandbox import BOUNDS, SandboxConfig, SandboxServer
-from tests.helpers import SANDBOX_KEY, client_for
+from tests.helpers import RECORD_FIELDS, SANDBOX_KEY, client_for
 
 LOG = logging.getLogger("tests.iceberg")
 TABLE = "lucca.realized_trainings"
 CATALOG = "lucca"
 CHILD = Path(__file__).resolve().parent / "iceberg_child.py"
-COLUMNS = (
-    "id",
-    "ownerId",
-    "training",
-    "trainingDemandId",
-    "sessionId",
-    "sessionStartsOn",
-    "sessionEndsOn",
-    "hasAttended",
-    "durationInHours",
-    "_extra",
-    "session_end_on",
-)
+COLUMNS = (*RECORD_FIELDS, "_extra", "session_end_on")
 TRAINING_KEYS = ("id", "title", "categoryId", "providerUrl", "level")
 ODD_DAY = "2025-06-10"
 

@@ -28,21 +28,11 @@ from lucca_sandbox import (
 )
 from lucca_sandbox.__main__ import build_parser, main
 from lucca_sandbox.process import SandboxProcess
-from tests.helpers import SANDBOX_KEY
+from tests.helpers import RECORD_FIELDS, SANDBOX_KEY
 
 RECORDS = 300
 #: Keys a generated record may carry (CSV imports omit the demand and session ids, or null them).
-RECORD_KEYS = {
-    "id",
-    "ownerId",
-    "training",
-    "trainingDemandId",
-    "sessionId",
-    "sessionStartsOn",
-    "sessionEndsOn",
-    "hasAttended",
-    "durationInHours",
-}
+RECORD_KEYS = set(RECORD_FIELDS)
 CATALOGUE = {
     training.id: {
         "id": training.id,

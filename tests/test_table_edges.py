@@ -178,18 +178,12 @@ def test_a_store_down_is_retried_and_a_refused_one_fails_at_once(
 
     from airflow_provider_lucca.extraction.errors import LuccaStorageError
     from airflow_provider_lucca.operators.failures import failing_at_once_when_permanent
+    from tests.helpers import moto_options
     from tests.s3_fault_proxy import S3FaultProxy
 
     def options(endpoint: str) -> dict[str, str]:
-        return {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "max_retries": "1",
-            "retry_timeout": "2s",
-        }
+        # delta-rs's own retries kept short: an outage of minutes outlasts the defaults alike.
+        return {**moto_options(endpoint), "max_retries": "1", "retry_timeout": "2s"}
 
     uri = f"s3://{s3_bucket}/lucca/realized_trainings"
     table = DeltaSink(uri, options(moto_s3))
